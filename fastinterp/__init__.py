@@ -1,0 +1,7 @@
+"fastinterp: true probabilities and honest interpretation for fastai classifiers, whatever the loss"
+__version__ = '0.1.0'
+
+from .activations import *
+from .preds import patch, unpatch, is_patched
+
+patch()

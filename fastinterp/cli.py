@@ -1,0 +1,3 @@
+"The `fastinterp` command"
+__all__ = ['main']
+def main(argv=None): raise SystemExit("not yet")

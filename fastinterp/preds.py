@@ -1,0 +1,111 @@
+"Patch `Learner.get_preds` and `Learner.predict` so they return probabilities and classes whatever the loss"
+
+__all__ = ['patch', 'unpatch', 'is_patched', 'stock_get_preds', 'activate']
+
+import warnings, weakref
+
+import torch
+from fastcore.basics import getcallable, noop
+from fastai.learner import Learner
+from fastai.data.core import TfmdDL
+from fastai.torch_core import to_detach
+
+from .activations import activation_for, _activation_for
+
+_stock = {}  # name -> fastai's own `Learner` method, while patched
+_double_warned = weakref.WeakSet()  # models already warned about a double activation
+
+def _looks_like_probs(out, axis):
+    return bool((out >= 0).all()) and bool(((out.sum(axis) - 1).abs() < 1e-3).all())
+
+def _looks_like_log_probs(out, axis):
+    return bool((out <= 0).all()) and bool(((out.exp().sum(axis) - 1).abs() < 1e-3).all())
+
+def _check_double_activation(model, rec, out):
+    "Warn once per model when its outputs are already (log-)probabilities but the loss expects something else"
+    if model in _double_warned or rec.kind != 'multiclass' or out.ndim < 2 or out.shape[rec.axis] < 2: return
+    out = out.float()
+    if rec.expects == 'logits':
+        if _looks_like_probs(out, rec.axis): last = 'a softmax'
+        elif _looks_like_log_probs(out, rec.axis): last = 'a log-softmax'
+        else: return
+        fix = ('train with nn.NLLLoss, or remove the final log-softmax' if last == 'a log-softmax'
+               else 'remove the final softmax: the loss applies it')
+    elif rec.expects == 'log-probabilities' and _looks_like_probs(out, rec.axis) and not _looks_like_log_probs(out, rec.axis):
+        last, fix = 'a softmax', 'end the model in a log-softmax (F.log_softmax), as the loss expects'
+    else: return
+    _double_warned.add(model)
+    warnings.warn(f"The model's outputs already look like {last} was applied: every row of them sums to 1. {rec.loss} "
+                  f"applies its own activation on top ({rec.name}), so the model was trained on the wrong numbers and its "
+                  f"probabilities are squashed. To fix: {fix}.", stacklevel=4)
+
+def activate(learn, out, act=None):
+    "Probabilities and decoded classes for the raw outputs `out` of `learn.model`, through the registry"
+    if act is not None:
+        rec = _activation_for(learn.loss_func, warn=False) if learn.loss_func is not None else None
+        probs = act(out)
+        return probs, (rec.decodes(probs) if rec else probs)
+    rec = activation_for(learn.loss_func)
+    rec.check(out)
+    if isinstance(out, torch.Tensor): _check_double_activation(learn.model, rec, out)
+    probs = rec.act(out)
+    return probs, rec.decodes(probs)
+
+def get_preds(self:Learner,
+        ds_idx:int=1, # `DataLoader` to use for predictions if `dl` is None. 0: train. 1: valid
+        dl=None, # `DataLoader` to use for predictions, defaults to `ds_idx=1` if None
+        with_input:bool=False, # Return inputs with predictions
+        with_decoded:bool=False, # Return decoded predictions: class indices, or 0/1 per label
+        with_loss:bool=False, # Return per item loss with predictions
+        act=None, # Apply activation to predictions, defaults to the loss's activation from the registry
+        inner:bool=False, # If False, create progress bar, show logger, use temporary `cbs`
+        reorder:bool=True, # Reorder predictions on dataset indicies, if applicable
+        cbs=None, # Temporary `Callback`s to apply during prediction
+        **kwargs
+    )->tuple:
+    "Get the predictions and targets on the `ds_idx`-th dbunchset or `dl`, as probabilities whatever the loss"
+    res = list(_stock['get_preds'](self, ds_idx=ds_idx, dl=dl, with_input=with_input, with_decoded=False,
+                                   with_loss=with_loss, act=noop, inner=inner, reorder=reorder, cbs=cbs, **kwargs))
+    i = 1 if with_input else 0
+    if res[i] is None: return tuple(res)
+    res[i], dec = activate(self, res[i], act)
+    if with_decoded: res.insert(i+2, dec)
+    return tuple(res)
+
+def predict(self:Learner,
+        item, # One item, as the `DataLoaders` take it (a path, a row, a tensor)
+        rm_type_tfms=None, # Number of type transforms to remove
+        with_input=False, # Also return the decoded input
+    ):
+    "Prediction on `item`: (decoded label, decoded class, probabilities)"
+    if isinstance(getattr(self.dls, 'valid', None), TfmdDL): return _stock['predict'](self, item, rm_type_tfms=rm_type_tfms, with_input=with_input)
+    # plain PyTorch data: `item` is the model's input itself
+    x = torch.as_tensor(item)[None].to(getattr(self.dls, 'device', None) or next(self.model.parameters()).device)
+    self.model.eval()
+    with torch.no_grad(): out = to_detach(self.model(x))
+    probs, dec = activate(self, out)
+    vocab = getattr(self.dls, 'vocab', None)
+    d = dec[0]
+    label = vocab[int(d)] if vocab is not None and d.ndim == 0 else d
+    res = (label, d, probs[0])
+    return (item,) + res if with_input else res
+
+def is_patched():
+    "Whether `Learner` currently uses fastinterp's `get_preds` and `predict`"
+    return bool(_stock)
+
+def patch():
+    "Make `Learner.get_preds` and `Learner.predict` use the registry; doing it twice changes nothing"
+    if is_patched(): return
+    for f in (get_preds, predict):
+        _stock[f.__name__] = getattr(Learner, f.__name__)
+        setattr(Learner, f.__name__, f)
+
+def unpatch():
+    "Give `Learner` back fastai's own `get_preds` and `predict`"
+    for name, f in _stock.items(): setattr(Learner, name, f)
+    _stock.clear()
+
+def stock_get_preds(learn, *args, **kwargs):
+    "fastai's own `get_preds`, patched or not (for comparisons)"
+    return _stock.get('get_preds', Learner.get_preds)(learn, *args, **kwargs)
