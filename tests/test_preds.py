@@ -1,0 +1,214 @@
+"`get_preds` and `predict` return probabilities and classes on real learners, whatever the loss"
+import functools, warnings
+import pytest, torch
+import torch.nn as nn
+import torch.nn.functional as F
+from fastai.losses import (CrossEntropyLossFlat, FocalLossFlat, FocalLoss, LabelSmoothingCrossEntropy,
+    LabelSmoothingCrossEntropyFlat, BCEWithLogitsLossFlat, BCELossFlat, MSELossFlat)
+from fastai.callback.core import Callback
+
+import fastinterp
+from fastinterp.preds import stock_get_preds
+from fastinterp.data import digits_learner, digits_cnn
+from conftest import raw_outputs, plain_learner, fit_quietly
+
+def test_vision_plain_cross_entropy(digits_vision):
+    learn = digits_vision
+    probs, targs, dec = learn.get_preds(with_decoded=True)
+    raw = raw_outputs(learn, learn.dls.valid)
+    torch.testing.assert_close(probs.sum(1), torch.ones(len(probs)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(probs, torch.softmax(raw, 1), atol=1e-6, rtol=1e-5)
+    assert torch.equal(dec, raw.argmax(1))
+    assert (dec == targs).float().mean() > 0.8  # the model did learn
+    # stock fastai hands back the raw logits, twice
+    sp, _, sd = stock_get_preds(learn, with_decoded=True)
+    torch.testing.assert_close(sp, raw, atol=1e-5, rtol=1e-5)
+    assert torch.equal(sd, sp)
+
+def test_unpatch_gives_stock_fastai_back(digits_vision):
+    learn = digits_vision
+    raw = raw_outputs(learn, learn.dls.valid)
+    fastinterp.unpatch()
+    try:
+        assert not fastinterp.is_patched()
+        p, _, d = learn.get_preds(with_decoded=True)
+        torch.testing.assert_close(p, raw, atol=1e-5, rtol=1e-5)
+        assert torch.equal(d, p)
+    finally: fastinterp.patch()
+    fastinterp.patch()  # idempotent
+    p, _, d = learn.get_preds(with_decoded=True)
+    torch.testing.assert_close(p, torch.softmax(raw, 1), atol=1e-6, rtol=1e-5)
+
+def test_get_preds_options_behave_as_in_fastai(digits_vision):
+    learn = digits_vision
+    inp, probs, targs, dec, losses = learn.get_preds(with_input=True, with_decoded=True, with_loss=True)
+    s_inp, s_raw, s_targs, s_losses = stock_get_preds(learn, with_input=True, with_loss=True)
+    assert torch.equal(inp, s_inp) and torch.equal(targs, s_targs)
+    torch.testing.assert_close(losses, s_losses)
+    torch.testing.assert_close(losses, F.cross_entropy(s_raw, targs, reduction='none'), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(probs, torch.softmax(s_raw, 1))
+    assert torch.equal(dec, probs.argmax(1))
+    # reorder: a shuffled loader still comes back in data set order
+    dl = learn.dls.valid.new(shuffle=True)
+    p2, t2 = learn.get_preds(dl=dl)
+    assert torch.equal(t2, targs)
+    torch.testing.assert_close(p2, probs)
+    # act= still overrides; decoded follows the loss
+    p3, _, d3 = learn.get_preds(act=lambda o: torch.log_softmax(o, 1), with_decoded=True)
+    torch.testing.assert_close(p3, torch.log_softmax(s_raw, 1), atol=1e-5, rtol=1e-5)
+    assert torch.equal(d3, s_raw.argmax(1))
+    # cbs run, inner=True works as in fastai
+    class CountBatches(Callback):
+        n = 0
+        def after_batch(self): self.n += 1
+    cb = CountBatches()
+    learn.get_preds(cbs=[cb])
+    assert cb.n == len(learn.dls.valid)
+    p4, _ = learn.get_preds(inner=True)
+    torch.testing.assert_close(p4, probs)
+
+def test_fastai_losses_unchanged_by_the_patch(digits_path):
+    for loss in (CrossEntropyLossFlat(), FocalLossFlat(), LabelSmoothingCrossEntropyFlat(), LabelSmoothingCrossEntropy()):
+        learn = fit_quietly(digits_learner(digits_path, loss_func=loss), 1)
+        p, t, d = learn.get_preds(with_decoded=True)
+        sp, st, sd = stock_get_preds(learn, with_decoded=True)
+        assert torch.equal(p, sp) and torch.equal(d, sd), loss
+        torch.testing.assert_close(p.sum(1), torch.ones(len(p)), atol=1e-5, rtol=0)
+
+@pytest.mark.parametrize('loss', [functools.partial(F.cross_entropy, label_smoothing=0.1), F.cross_entropy,
+                                  nn.CrossEntropyLoss(label_smoothing=0.1), nn.CrossEntropyLoss(weight=torch.linspace(0.5, 1.5, 10)),
+                                  type('MyCE', (nn.CrossEntropyLoss,), {})(), FocalLoss()], ids=repr)
+def test_vision_softmax_losses(digits_path, loss):
+    learn = fit_quietly(digits_learner(digits_path, loss_func=loss), 1)
+    p, t, d = learn.get_preds(with_decoded=True)
+    raw = raw_outputs(learn, learn.dls.valid)
+    torch.testing.assert_close(p, torch.softmax(raw, 1), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(p.sum(1), torch.ones(len(p)), atol=1e-5, rtol=0)
+    assert torch.equal(d, raw.argmax(1))
+
+def _onehot(y, c=10): return F.one_hot(y, c).float()
+
+PLAIN = [ # loss, n_out, final layer, target builder, reference of raw outputs -> probabilities, decodes
+    (nn.CrossEntropyLoss(),              10, None,              lambda y: y,                 lambda o: torch.softmax(o, 1), lambda p: p.argmax(1)),
+    (nn.NLLLoss(),                       10, nn.LogSoftmax(1),  lambda y: y,                 torch.exp,                     lambda p: p.argmax(1)),
+    (F.nll_loss,                         10, nn.LogSoftmax(1),  lambda y: y,                 torch.exp,                     lambda p: p.argmax(1)),
+    (nn.KLDivLoss(reduction='batchmean'),10, nn.LogSoftmax(1),  _onehot,                     torch.exp,                     lambda p: p.argmax(1)),
+    (nn.BCEWithLogitsLoss(),             10, None,              _onehot,                     torch.sigmoid,                 lambda p: p > 0.5),
+    (F.binary_cross_entropy_with_logits, 1,  None,              lambda y: (y % 2).float()[:, None], torch.sigmoid,          lambda p: p > 0.5),
+    (nn.MultiLabelSoftMarginLoss(),      10, None,              _onehot,                     torch.sigmoid,                 lambda p: p > 0.5),
+    (nn.BCELoss(),                       10, nn.Sigmoid(),      _onehot,                     lambda o: o,                   lambda p: p > 0.5),
+    (F.binary_cross_entropy,             1,  nn.Sigmoid(),      lambda y: (y % 2).float()[:, None], lambda o: o,            lambda p: p > 0.5),
+    (BCEWithLogitsLossFlat(thresh=0.3),  10, None,              _onehot,                     torch.sigmoid,                 lambda p: p > 0.3),
+    (BCELossFlat(),                      10, nn.Sigmoid(),      _onehot,                     lambda o: o,                   lambda p: p > 0.5),
+    (nn.MSELoss(),                       1,  None,              lambda y: y.float()[:, None], lambda o: o,                  lambda p: p),
+    (nn.L1Loss(),                        1,  None,              lambda y: y.float()[:, None], lambda o: o,                  lambda p: p),
+    (nn.SmoothL1Loss(),                  1,  None,              lambda y: y.float()[:, None], lambda o: o,                  lambda p: p),
+    (nn.HuberLoss(),                     1,  None,              lambda y: y.float()[:, None], lambda o: o,                  lambda p: p),
+    (MSELossFlat(),                      1,  None,              lambda y: y.float(),          lambda o: o,                  lambda p: p),
+]
+
+@pytest.mark.parametrize('loss,n_out,final,targ,ref,ref_dec', PLAIN, ids=[repr(c[0])[:50] for c in PLAIN])
+def test_plain_learner_every_loss(digits_arrays, loss, n_out, final, targ, ref, ref_dec):
+    X, y = digits_arrays
+    learn = fit_quietly(plain_learner(X, targ(y), loss, n_out, final), 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        p, t, d = learn.get_preds(with_decoded=True)
+    raw = raw_outputs(learn, learn.dls.valid)
+    torch.testing.assert_close(p, ref(raw), atol=1e-6, rtol=1e-5)
+    assert torch.equal(d, ref_dec(p))
+    kind = fastinterp.activation_for(loss).kind
+    if kind == 'multiclass': torch.testing.assert_close(p.sum(1), torch.ones(len(p)), atol=1e-5, rtol=0)
+    if kind == 'multilabel': assert p.min() >= 0 and p.max() <= 1 and d.dtype == torch.bool
+    # fastai's own losses: the same probabilities with and without the patch
+    if hasattr(loss, 'activation'):
+        torch.testing.assert_close(p, stock_get_preds(learn)[0])
+
+def test_plain_learner_predict(digits_arrays):
+    X, y = digits_arrays
+    learn = fit_quietly(plain_learner(X, y, nn.CrossEntropyLoss(), 10), 3)
+    n = len(X) * 4 // 5
+    hits = 0
+    for i in range(n, n + 20):
+        label, dec, probs = learn.predict(X[i])
+        ref = torch.softmax(raw_outputs(learn, [(X[i:i+1],)])[0], 0)
+        torch.testing.assert_close(probs, ref, atol=1e-6, rtol=1e-5)
+        assert int(dec) == int(ref.argmax()) and int(label) == int(dec)
+        hits += int(dec) == int(y[i])
+    assert hits >= 15
+
+def test_vision_predict(digits_vision, digits_path):
+    learn = digits_vision
+    files = sorted((digits_path/'valid'/'7').glob('*.png'))[:5]
+    dl = learn.dls.test_dl(files)
+    ref = torch.softmax(raw_outputs(learn, dl), 1)
+    for f, r in zip(files, ref):
+        label, dec, probs = learn.predict(f)
+        torch.testing.assert_close(probs, r, atol=1e-6, rtol=1e-5)
+        assert label == learn.dls.vocab[int(r.argmax())] and int(dec) == int(r.argmax())
+        assert abs(float(probs.sum()) - 1) < 1e-5
+
+def test_tabular_predict_and_get_preds(wine_tabular):
+    learn, df = wine_tabular
+    p, t, d = learn.get_preds(with_decoded=True)
+    torch.testing.assert_close(p.sum(1), torch.ones(len(p)), atol=1e-5, rtol=0)
+    learn.model.eval()
+    with torch.no_grad(): raw = torch.cat([learn.model(b[0], b[1]) for b in learn.dls.valid])
+    torch.testing.assert_close(p, torch.softmax(raw, 1), atol=1e-6, rtol=1e-5)
+    assert torch.equal(d, raw.argmax(1)) and (d == t.view(-1)).float().mean() > 0.85
+    right = 0
+    for i in learn.dls.valid.items.index[:15]:
+        row = df.loc[i]
+        (label, dec, probs) = learn.predict(row)
+        assert abs(float(probs.sum()) - 1) < 1e-5 and probs.argmax() == dec
+        right += row['target'] == learn.dls.vocab[int(dec)]
+        assert int(label.items.iloc[0]['target']) == int(dec)  # fastai's tabular decoding keeps the index
+    assert right >= 12
+
+def test_double_softmax_is_warned_once(digits_path):
+    learn = digits_learner(digits_path, final=nn.Softmax(1))
+    with pytest.warns(UserWarning, match=r'already look like a softmax.*remove the final softmax'): learn.get_preds()
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        learn.get_preds()
+
+@pytest.mark.parametrize('final,loss,match', [
+    (nn.LogSoftmax(1), nn.CrossEntropyLoss(), r'log-softmax.*NLLLoss'),
+    (nn.Softmax(1), nn.NLLLoss(), r'softmax.*log-softmax'),
+])
+def test_double_activation_variants(digits_path, final, loss, match):
+    with pytest.warns(UserWarning, match=match): digits_learner(digits_path, loss_func=loss, final=final).get_preds()
+
+def test_nll_with_log_softmax_does_not_warn(digits_path):
+    learn = digits_learner(digits_path, loss_func=nn.NLLLoss(), final=nn.LogSoftmax(1))
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        p, _ = learn.get_preds()
+    torch.testing.assert_close(p.sum(1), torch.ones(len(p)), atol=1e-5, rtol=0)
+
+def test_softmax_over_one_output_warns(digits_path):
+    learn = digits_learner(digits_path, n_out=1)
+    dl = learn.dls.test_dl(sorted((digits_path/'valid'/'1').glob('*.png')))  # unlabelled: no loss to compute
+    with pytest.warns(UserWarning, match=r'ONE output.*always 1\.0.*BCEWithLogitsLoss'): p, = learn.get_preds(dl=dl)[:1]
+    assert torch.all(p == 1)
+
+def test_outputs_that_do_not_fit_the_kind(digits_path):
+    learn = digits_learner(digits_path, n_out=1, final=nn.Flatten(0))
+    dl = learn.dls.test_dl(sorted((digits_path/'valid'/'1').glob('*.png')))
+    with pytest.raises(ValueError, match=r'multi-class loss.*shape \(\d+,\)'): learn.get_preds(dl=dl)
+
+def test_unknown_loss_returns_outputs_unchanged(digits_path):
+    def my_ce(out, targ): return F.cross_entropy(out, targ)
+    learn = digits_learner(digits_path, loss_func=my_ce)
+    with pytest.warns(UserWarning, match=r'my_ce.*unchanged.*register_activation'): p, t, d = learn.get_preds(with_decoded=True)
+    raw = raw_outputs(learn, learn.dls.valid)
+    torch.testing.assert_close(p, raw, atol=1e-5, rtol=1e-5)
+    fastinterp.register_activation(my_ce, 'softmax')
+    p, t, d = learn.get_preds(with_decoded=True)
+    torch.testing.assert_close(p, torch.softmax(raw, 1), atol=1e-6, rtol=1e-5)
+
+def test_no_loss_function_is_a_clear_error(digits_path):
+    learn = digits_learner(digits_path)
+    dl = learn.dls.test_dl(sorted((digits_path/'valid'/'1').glob('*.png')))
+    learn.loss_func = None
+    with pytest.raises(TypeError, match='no loss function'): learn.get_preds(dl=dl)
