@@ -1,0 +1,326 @@
+"`ClassificationInterpretation` from one inference pass: mistakes and doubts from cached probabilities"
+
+__all__ = ['ClassificationInterpretation']
+
+import numpy as np, pandas as pd, torch
+import sklearn.metrics as skm
+from fastcore.basics import noop, store_attr
+from fastai.data.load import DataLoader
+import fastai.interpret
+
+from .activations import activation_for
+from .preds import activate, stock_get_preds
+from .uncertainty import MEASURES, check_finite, uncertainty, multilabel_uncertainty
+from . import show
+
+def _is_labelled(dl):
+    "Whether `dl` yields targets after its inputs (an unlabelled test_dl does not)"
+    b = dl.one_batch()
+    n_inp = getattr(dl, 'n_inp', 1)
+    if not isinstance(b, (tuple, list)) or len(b) <= n_inp: return False
+    return all(getattr(t, 'numel', lambda: 1)() > 0 for t in b[n_inp:])
+
+def _vocab(dl, n):
+    v = getattr(dl, 'vocab', None)
+    if v is not None and len(v) and isinstance(v[0], (list, tuple)) or (v is not None and len(v) and hasattr(v[0], 'o2i')): v = v[-1]
+    return list(v) if v is not None else list(range(n))
+
+def _topk(scores, k, largest=True):
+    "Top `k` scores and their indices, ties broken by the lower index (stable); all of them when k is None or too big"
+    k = len(scores) if k is None else min(int(k), len(scores))
+    order = torch.from_numpy(np.argsort(-scores.numpy() if largest else scores.numpy(), kind='stable')[:k].copy())
+    return scores[order], order
+
+class ClassificationInterpretation(fastai.interpret.ClassificationInterpretation):
+    "Interpretation of a classifier from ONE inference pass: cached `probs`, `targs`, `decoded`, `losses`"
+    def __init__(self,
+        learn, # Model used to create the interpretation
+        dl:DataLoader, # `DataLoader` inference ran over
+        probs:torch.Tensor, # (N, C) probabilities (multiclass, binary) or (N, L) per label (multilabel)
+        targs:torch.Tensor|None, # (N,) class indices or (N, L) 0/1 labels; None for an unlabelled `dl`
+        decoded:torch.Tensor, # (N,) predicted classes or (N, L) predicted labels
+        losses:torch.Tensor|None, # (N,) per-item losses; None for an unlabelled `dl`
+        act=None, # Activation given to `from_learner`, if any
+        multilabel:bool=False, # Whether each output is an independent label
+        thresh:float=0.5, # Threshold of a multilabel prediction
+    ):
+        store_attr('learn,dl,probs,targs,decoded,losses,act,multilabel,thresh')
+        self.vocab = _vocab(dl, probs.shape[1])
+
+    @classmethod
+    def from_learner(cls,
+        learn, # Model used to create the interpretation
+        ds_idx:int=1, # Index of `learn.dls` when `dl` is None
+        dl:DataLoader=None, # `DataLoader` to interpret; may be unlabelled (a `test_dl`)
+        act=None, # Override the loss's activation
+    ):
+        "Run inference once over `dl` and cache probabilities, targets, decoded classes and losses"
+        if dl is None: dl = learn.dls[ds_idx].new(shuffle=False, drop_last=False)
+        if len(dl) == 0 or len(dl.dataset) == 0: raise ValueError("Cannot interpret an empty DataLoader: it holds no items")
+        rec = activation_for(learn.loss_func) if act is None else None
+        if rec is not None and rec.kind == 'regression':
+            raise TypeError(f"ClassificationInterpretation is for classifiers; {rec.loss} is a regression loss, "
+                            f"so there are no classes to interpret.")
+        labelled = _is_labelled(dl)
+        res = stock_get_preds(learn, dl=dl, with_loss=labelled, act=noop)
+        raw, targs = res[0], res[1] if labelled else None
+        losses = res[2] if labelled else None
+        check_finite(raw)
+        probs, decoded = activate(learn, raw, act)
+        kind = rec.kind if rec is not None else None
+        return cls._from_probs(learn, dl, probs, targs, decoded, losses, act, kind)
+
+    @classmethod
+    def _from_probs(cls, learn, dl, probs, targs, decoded, losses, act, kind):
+        "Bring every kind of classifier output to (N, C) class probabilities or (N, L) label probabilities"
+        probs = probs.float()
+        if kind not in ('multiclass', 'multilabel'):  # an explicit `act`, or a loss the registry does not know
+            sums_to_1 = probs.ndim == 2 and probs.shape[1] > 1 and bool(((probs.sum(1) - 1).abs() < 1e-3).all())
+            if sums_to_1: kind = 'multiclass'
+            elif bool(((probs >= 0) & (probs <= 1)).all()): kind = 'multilabel'
+            else: raise ValueError(f"The outputs of {learn.loss_func!r} are not probabilities (they leave [0, 1]). Register "
+                                   f"the loss's activation with fastinterp.register_activation, or pass act=.")
+        thresh = getattr(learn.loss_func, 'thresh', 0.5)
+        if targs is not None: targs = targs.detach().cpu()
+        if kind == 'multilabel' and (probs.ndim == 1 or probs.shape[1] == 1):
+            # one-output sigmoid: a binary classifier, shown as two classes
+            p = probs.view(-1)
+            probs, decoded = torch.stack([1 - p, p], 1), (p > thresh).long()
+            if targs is not None: targs = targs.view(-1).long()
+            return cls(learn, dl, probs, targs, decoded, losses, act, multilabel=False, thresh=thresh)
+        if kind == 'multiclass':
+            if probs.ndim != 2: raise ValueError(f"Interpretation needs one row of class probabilities per item, got shape {tuple(probs.shape)}")
+            if targs is not None: targs = targs.view(-1).long()
+            return cls(learn, dl, probs, targs, decoded.view(-1).long(), losses, act)
+        if targs is not None: targs = targs.view(probs.shape).long()
+        return cls(learn, dl, probs, targs, (probs > thresh).long(), losses, act, multilabel=True, thresh=thresh)
+
+    # --- what the views are built from
+    @property
+    def labelled(self): return self.targs is not None
+
+    def _need_labels(self, what):
+        if not self.labelled: raise ValueError(f"{what} needs targets, and this DataLoader is unlabelled: "
+                                               f"use the uncertainty views (most_uncertain, to_df) instead")
+
+    def _cls(self, cls):
+        "Index of class label `cls` in the vocab"
+        for i, v in enumerate(self.vocab):
+            if v == cls or str(v) == str(cls) and isinstance(cls, str): return i
+        raise ValueError(f"Class {cls!r} is not in the vocab: {list(self.vocab)}")
+
+    def uncertainty(self, measure='entropy'):
+        "Per-item uncertainty (higher = more uncertain): `measure` of `MEASURES` or a callable; multilabel: closeness to the threshold"
+        if self.multilabel: return multilabel_uncertainty(self.probs, self.thresh)
+        return uncertainty(self.probs, measure)
+
+    def correct(self):
+        "Per item: whether the prediction is right (multilabel: every label right)"
+        self._need_labels('correct')
+        return (self.decoded == self.targs).all(1) if self.multilabel else self.decoded == self.targs
+
+    # --- views: each returns (scores, idxs)
+    def top_losses(self,
+        k:int|None=None, # How many, all if None
+        largest:bool=True, # Largest losses first, or smallest
+        items:bool=False, # Also return the items
+    ):
+        "`k` largest (or smallest) losses and their indices"
+        self._need_labels('top_losses')
+        res = _topk(self.losses, k, largest)
+        return (*res, self.items(res[1])) if items else res
+
+    def most_uncertain(self,
+        k:int|None=None, # How many, all if None
+        measure='entropy', # A name in `MEASURES` or a callable probs -> score
+        cls=None, # Restrict to items predicted as (by='pred') or labelled as (by='target') this class
+        by:str='pred', # 'pred' or 'target'
+    ):
+        "`k` most uncertain items and their scores, optionally for one class"
+        scores = self.uncertainty(measure)
+        if cls is None: return _topk(scores, k)
+        if by not in ('pred', 'target'): raise ValueError(f"by must be 'pred' or 'target', got {by!r}")
+        c = self._cls(cls)
+        if by == 'target': self._need_labels("most_uncertain(by='target')")
+        src = self.decoded if by == 'pred' else self.targs
+        sel = torch.nonzero(src[:, c] == 1 if self.multilabel else src == c).view(-1)
+        s, i = _topk(scores[sel], k)
+        return s, sel[i]
+
+    def _class_items(self, cls, right):
+        self._need_labels('most_correct/most_incorrect')
+        c = self._cls(cls)
+        if self.multilabel: has, ok = self.targs[:, c] == 1, self.decoded[:, c] == 1
+        else: has, ok = self.targs == c, self.decoded == c
+        sel = torch.nonzero(has & (ok if right else ~ok)).view(-1)
+        return sel, self.probs[sel, c]
+
+    def most_correct(self, cls, k:int|None=None):
+        "Items labelled `cls` and predicted right, by p(cls) descending: the model's surest right answers"
+        sel, p = self._class_items(cls, True)
+        s, i = _topk(p, k, largest=True)
+        return s, sel[i]
+
+    def most_incorrect(self, cls, k:int|None=None):
+        "Items labelled `cls` and predicted wrong, by p(cls) ascending: the model's worst misses of that class"
+        sel, p = self._class_items(cls, False)
+        s, i = _topk(p, k, largest=False)
+        return s, sel[i]
+
+    def confusion_matrix(self,
+        normalize:str|None=None, # None (counts), 'true' (rows), 'pred' (columns) or 'all', as in sklearn
+    ):
+        "Confusion matrix (actual x predicted) by counting, O(N + C^2) memory; multilabel: (L, 2, 2) per label as sklearn's"
+        self._need_labels('confusion_matrix')
+        if normalize not in (None, 'true', 'pred', 'all'):
+            raise ValueError(f"normalize must be None, 'true', 'pred' or 'all', got {normalize!r}")
+        if self.multilabel:
+            t, d = self.targs.numpy().astype(bool), self.decoded.numpy().astype(bool)
+            cm = np.stack([(~t & ~d).sum(0), (~t & d).sum(0), (t & ~d).sum(0), (t & d).sum(0)], 1).reshape(-1, 2, 2)
+            axes = {'true': 2, 'pred': 1, 'all': (1, 2)}
+        else:
+            C = len(self.vocab)
+            cm = np.bincount(self.targs.numpy() * C + self.decoded.numpy(), minlength=C*C).reshape(C, C)
+            axes = {'true': 1, 'pred': 0, 'all': None}
+        if normalize is None: return cm
+        with np.errstate(all='ignore'): cm = cm / cm.sum(axis=axes[normalize], keepdims=True)
+        return np.nan_to_num(cm)
+
+    def most_confused(self, min_val:int=1):
+        "(actual, predicted, count) of the off-diagonal cells with at least `min_val` items, most first"
+        cm = self.confusion_matrix()
+        if self.multilabel: raise ValueError("most_confused is for single-label classifiers: see confusion_matrix() per label")
+        np.fill_diagonal(cm, 0)
+        i, j = np.nonzero(cm >= min_val)
+        order = np.lexsort((j, i, -cm[i, j]))
+        return [(self.vocab[i[o]], self.vocab[j[o]], int(cm[i[o], j[o]])) for o in order]
+
+    def classification_report(self, **kwargs):
+        "scikit-learn's classification report (precision, recall, f1 per class or label) as a string"
+        self._need_labels('classification_report')
+        labels = list(range(len(self.vocab)))
+        return skm.classification_report(self.targs.numpy(), self.decoded.numpy(), labels=None if self.multilabel else labels,
+                                         target_names=[str(v) for v in self.vocab], zero_division=0, **kwargs)
+
+    def print_classification_report(self):
+        "Print scikit-learn's classification report"
+        print(self.classification_report())
+
+    def best_thresholds(self, metric='f1'):
+        "Multilabel: per label, the threshold on p(label) maximizing F1 on this data, with that F1"
+        self._need_labels('best_thresholds')
+        if not self.multilabel: raise ValueError("best_thresholds is for multi-label classifiers (sigmoid outputs)")
+        rows = []
+        for l, name in enumerate(self.vocab):
+            prec, rec, th = skm.precision_recall_curve(self.targs[:, l].numpy(), self.probs[:, l].numpy())
+            with np.errstate(all='ignore'): f1 = np.nan_to_num(2 * prec * rec / (prec + rec))[:-1]
+            b = int(np.argmax(f1)) if len(f1) else None
+            rows.append((name, float(th[b]) if b is not None else self.thresh, float(f1[b]) if b is not None else 0.))
+        return pd.DataFrame(rows, columns=['label', 'threshold', 'f1'])
+
+    def to_df(self):
+        "One row per item: item, target, prediction, p(pred), p(target), loss and every uncertainty measure"
+        df = pd.DataFrame({'item': self._item_names()})
+        names = np.array([str(v) for v in self.vocab], dtype=object)
+        if self.multilabel:
+            join = lambda m: [';'.join(names[r.astype(bool)]) for r in m.numpy()]
+            if self.labelled: df['target'] = join(self.targs)
+            df['prediction'] = join(self.decoded)
+            for l, name in enumerate(names): df[f'p({name})'] = self.probs[:, l].numpy()
+            if self.labelled: df['loss'] = self.losses.numpy()
+            df['uncertainty'] = self.uncertainty().numpy()
+            return df
+        idx = torch.arange(len(self.probs))
+        if self.labelled: df['target'] = names[self.targs.numpy()]
+        df['prediction'] = names[self.decoded.numpy()]
+        df['p_pred'] = self.probs[idx, self.decoded].numpy()
+        if self.labelled:
+            df['p_target'] = self.probs[idx, self.targs].numpy()
+            df['loss'] = self.losses.numpy()
+        for m, f in MEASURES.items(): df[m] = f(self.probs).numpy()
+        return df
+
+    # --- the items themselves, fetched only for those shown
+    def _item_names(self):
+        items = getattr(self.dl, 'items', None)
+        if isinstance(items, pd.DataFrame) or items is None or len(items) != len(self.probs): return list(range(len(self.probs)))
+        return [str(o) for o in items]
+
+    def items(self, idxs):
+        "The items at `idxs` (paths, rows), as the DataLoader holds them"
+        items = getattr(self.dl, 'items', None)
+        if items is None: return list(idxs.tolist() if isinstance(idxs, torch.Tensor) else idxs)
+        return getattr(items, 'iloc', None)[idxs.tolist()] if hasattr(items, 'iloc') else [items[i] for i in idxs]
+
+    def batch(self, idxs):
+        "A batch of the inputs and targets at `idxs`, as the model saw them: data loading only, no inference"
+        idxs = idxs.tolist() if isinstance(idxs, torch.Tensor) else list(idxs)
+        dl = self.dl
+        return dl.after_batch(dl.create_batch([dl.do_item(i) for i in idxs]))
+
+    def __getitem__(self, idxs):
+        "Inputs, probabilities, targets, decoded classes and losses at `idxs`, from the cache (no inference)"
+        if isinstance(idxs, torch.Tensor): idxs = idxs.tolist()
+        if not isinstance(idxs, (list, tuple, range)): idxs = [idxs]
+        idxs = list(idxs)
+        b = self.batch(idxs)
+        n_inp = getattr(self.dl, 'n_inp', 1)
+        inps = b[:n_inp] if n_inp > 1 else b[0]
+        pick = lambda t: None if t is None else t[idxs]
+        return inps, self.probs[idxs], pick(self.targs), self.decoded[idxs], pick(self.losses)
+
+    # --- plots
+    def plot_top_losses(self, k=9, largest=True, **kwargs):
+        "Show the `k` items with the largest losses; title: predicted class and p, actual class and p, loss"
+        losses, idxs = self.top_losses(k, largest)
+        return show.show_items(self, idxs, [self._title(i, loss=True) for i in idxs.tolist()],
+                               suptitle='Top losses', **kwargs)
+
+    def plot_most_uncertain(self, k=9, measure='entropy', cls=None, by='pred', n_classes:int=3, **kwargs):
+        "Show the `k` most uncertain items; title: the top classes and their probabilities"
+        scores, idxs = self.most_uncertain(k, measure, cls, by)
+        name = measure if isinstance(measure, str) else getattr(measure, '__name__', 'uncertainty')
+        sub = '' if cls is None else f" ({'predicted' if by == 'pred' else 'labelled'} {cls})"
+        return show.show_items(self, idxs, [self._title(i, top=n_classes, score=(name, s)) for i, s in zip(idxs.tolist(), scores.tolist())],
+                               suptitle=f'Most uncertain by {name}{sub}', **kwargs)
+
+    def plot_most_correct(self, cls, k=9, **kwargs):
+        "Show the items labelled `cls` the model got right most confidently"
+        _, idxs = self.most_correct(cls, k)
+        return show.show_items(self, idxs, [self._title(i) for i in idxs.tolist()],
+                               suptitle=f'Most confidently right: true {cls}', **kwargs)
+
+    def plot_most_incorrect(self, cls, k=9, **kwargs):
+        "Show the items labelled `cls` the model got wrong, lowest p(cls) first"
+        _, idxs = self.most_incorrect(cls, k)
+        return show.show_items(self, idxs, [self._title(i, loss=True) for i in idxs.tolist()],
+                               suptitle=f'Worst misses: true {cls}, lowest p({cls}) first', **kwargs)
+
+    def plot_confusion_matrix(self, normalize=None, title:str='Confusion matrix', cmap:str='Blues', **kwargs):
+        "Plot the confusion matrix, readable from 2 to hundreds of classes"
+        if self.multilabel: raise ValueError("plot_confusion_matrix is for single-label classifiers; see confusion_matrix()")
+        return show.plot_confusion(self.confusion_matrix(normalize), [str(v) for v in self.vocab], normalize, title, cmap, **kwargs)
+
+    def _title(self, i, loss=False, top=None, score=None):
+        "Title of item `i`: every probability in it formatted honestly, together"
+        p, names = self.probs[i], [str(v) for v in self.vocab]
+        if self.multilabel:
+            on = torch.nonzero(self.decoded[i]).view(-1).tolist()
+            parts = [('pred', ';'.join(names[j] for j in on) or '-', None)]
+            if self.labelled: parts.append(('true', ';'.join(names[j] for j in torch.nonzero(self.targs[i]).view(-1).tolist()) or '-', None))
+            lines = [f"{a}: {b}" for a, b, _ in parts]
+        elif top:
+            ps, cs = p.topk(min(top, len(p)))
+            fp = show.format_probs(ps.tolist())
+            lines = ['  '.join(f"{names[c]}: {s}" for c, s in zip(cs.tolist(), fp))]
+            if self.labelled: lines.append(f"true {names[self.targs[i]]}")
+        else:
+            d = int(self.decoded[i])
+            if self.labelled:
+                t = int(self.targs[i])
+                fp = show.format_probs([float(p[d]), float(p[t])])
+                lines = [f"pred {names[d]}: {fp[0]} · true {names[t]}: {fp[1]}"]
+            else: lines = [f"pred {names[d]}: {show.format_prob(float(p[d]))}"]
+        if loss and self.labelled: lines.append(f"loss {show.format_loss(float(self.losses[i]))}")
+        if score is not None: lines[-1 if len(lines) > 1 else 0] += f" · {score[0]} {show.format_prob(score[1])}"
+        return '\n'.join(lines)
