@@ -3,5 +3,7 @@ __version__ = '0.1.0'
 
 from .activations import *
 from .preds import patch, unpatch, is_patched
+from .interpret import ClassificationInterpretation
+from . import uncertainty
 
 patch()

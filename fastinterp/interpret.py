@@ -9,7 +9,7 @@ from fastai.data.load import DataLoader
 import fastai.interpret
 
 from .activations import activation_for
-from .preds import activate, stock_get_preds
+from .preds import activate, stock_get_preds, add_patch
 from .uncertainty import MEASURES, check_finite, uncertainty, multilabel_uncertainty
 from . import show
 
@@ -324,3 +324,13 @@ class ClassificationInterpretation(fastai.interpret.ClassificationInterpretation
         if loss and self.labelled: lines.append(f"loss {show.format_loss(float(self.losses[i]))}")
         if score is not None: lines[-1 if len(lines) > 1 else 0] += f" · {score[0]} {show.format_prob(score[1])}"
         return '\n'.join(lines)
+
+_FastaiCI = fastai.interpret.ClassificationInterpretation
+_stock_from_learner = _FastaiCI.from_learner.__func__
+
+def _from_learner(cls, *args, **kwargs):
+    "fastai's `ClassificationInterpretation.from_learner` hands out fastinterp's (a subclass) while patched"
+    if cls is _FastaiCI: return ClassificationInterpretation.from_learner(*args, **kwargs)
+    return _stock_from_learner(cls, *args, **kwargs)
+
+add_patch(_FastaiCI, 'from_learner', classmethod(_from_learner))

@@ -1,6 +1,6 @@
 "Patch `Learner.get_preds` and `Learner.predict` so they return probabilities and classes whatever the loss"
 
-__all__ = ['patch', 'unpatch', 'is_patched', 'stock_get_preds', 'activate']
+__all__ = ['patch', 'unpatch', 'is_patched', 'add_patch', 'stock_get_preds', 'activate']
 
 import warnings, weakref
 
@@ -12,7 +12,8 @@ from fastai.torch_core import to_detach
 
 from .activations import activation_for, _activation_for
 
-_stock = {}  # name -> fastai's own `Learner` method, while patched
+_patches = []  # (owner, name, replacement): what `patch` installs
+_stock = {}    # (owner, name) -> fastai's own attribute, while patched
 _double_warned = weakref.WeakSet()  # models already warned about a double activation
 
 def _looks_like_probs(out, axis):
@@ -64,7 +65,7 @@ def get_preds(self:Learner,
         **kwargs
     )->tuple:
     "Get the predictions and targets on the `ds_idx`-th dbunchset or `dl`, as probabilities whatever the loss"
-    res = list(_stock['get_preds'](self, ds_idx=ds_idx, dl=dl, with_input=with_input, with_decoded=False,
+    res = list(stock_get_preds(self, ds_idx=ds_idx, dl=dl, with_input=with_input, with_decoded=False,
                                    with_loss=with_loss, act=noop, inner=inner, reorder=reorder, cbs=cbs, **kwargs))
     i = 1 if with_input else 0
     if res[i] is None: return tuple(res)
@@ -78,7 +79,8 @@ def predict(self:Learner,
         with_input=False, # Also return the decoded input
     ):
     "Prediction on `item`: (decoded label, decoded class, probabilities)"
-    if isinstance(getattr(self.dls, 'valid', None), TfmdDL): return _stock['predict'](self, item, rm_type_tfms=rm_type_tfms, with_input=with_input)
+    if isinstance(getattr(self.dls, 'valid', None), TfmdDL):
+        return _stock[(Learner, 'predict')](self, item, rm_type_tfms=rm_type_tfms, with_input=with_input)
     # plain PyTorch data: `item` is the model's input itself
     x = torch.as_tensor(item)[None].to(getattr(self.dls, 'device', None) or next(self.model.parameters()).device)
     self.model.eval()
@@ -90,22 +92,34 @@ def predict(self:Learner,
     res = (label, d, probs[0])
     return (item,) + res if with_input else res
 
+def add_patch(owner, name, new):
+    "Have `patch` set `owner.name` to `new` (and `unpatch` restore it)"
+    _patches.append((owner, name, new))
+    if is_patched(): _install(owner, name, new)
+
+def _install(owner, name, new):
+    _stock[(owner, name)] = owner.__dict__.get(name)  # None: inherited, so unpatching deletes ours
+    setattr(owner, name, new)
+
 def is_patched():
-    "Whether `Learner` currently uses fastinterp's `get_preds` and `predict`"
+    "Whether fastai currently uses fastinterp's `get_preds`, `predict` and interpretation"
     return bool(_stock)
 
 def patch():
-    "Make `Learner.get_preds` and `Learner.predict` use the registry; doing it twice changes nothing"
+    "Make fastai's `Learner` and interpretation use the registry; doing it twice changes nothing"
     if is_patched(): return
-    for f in (get_preds, predict):
-        _stock[f.__name__] = getattr(Learner, f.__name__)
-        setattr(Learner, f.__name__, f)
+    for owner, name, new in _patches: _install(owner, name, new)
 
 def unpatch():
-    "Give `Learner` back fastai's own `get_preds` and `predict`"
-    for name, f in _stock.items(): setattr(Learner, name, f)
+    "Give fastai back its own `get_preds`, `predict` and interpretation"
+    for (owner, name), f in _stock.items():
+        if f is None: delattr(owner, name)
+        else: setattr(owner, name, f)
     _stock.clear()
 
 def stock_get_preds(learn, *args, **kwargs):
     "fastai's own `get_preds`, patched or not (for comparisons)"
-    return _stock.get('get_preds', Learner.get_preds)(learn, *args, **kwargs)
+    return _stock.get((Learner, 'get_preds'), Learner.get_preds)(learn, *args, **kwargs)
+
+add_patch(Learner, 'get_preds', get_preds)
+add_patch(Learner, 'predict', predict)

@@ -119,10 +119,10 @@ def plot_confusion(cm, # (C, C) confusion matrix, actual x predicted
     ):
     "Confusion matrix plot whose size, ticks and cell text scale with the number of classes"
     C = len(names)
-    side = float(np.clip(0.45 * C + 2.5, 5, 28))
+    side = float(np.clip(0.45 * C + 2.5, 5, 16))
     fig, ax = plt.subplots(figsize=(side + 1, side), **kwargs)
     im = ax.imshow(cm, interpolation='nearest', cmap=cmap, vmin=0, vmax=1 if normalize else None)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label='share' if normalize else 'items')
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, shrink=0.8, label="share of items" if normalize else "items")
     step = max(1, math.ceil(C / 50))
     ticks = np.arange(0, C, step)
     fs = 10 if C <= 20 else 8 if C <= 50 else 7

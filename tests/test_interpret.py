@@ -254,8 +254,16 @@ def test_confusion_plot_scales_to_100_classes(tmp_path):
     fig = plot_confusion(cm, [f'class{i}' for i in range(100)])
     fig.savefig(tmp_path/'cm100.png')
     ax = fig.axes[0]
-    assert len(ax.texts) == 0 and 15 <= fig.get_size_inches()[0] <= 30
+    assert len(ax.texts) == 0 and 15 <= fig.get_size_inches()[0] <= 18
     plt.close(fig)
     fig = plot_confusion(cm[:10, :10], [str(i) for i in range(10)])
     assert len(fig.axes[0].texts) == 100
     plt.close(fig)
+
+def test_fastai_name_gives_fastinterp_interpretation(digits_vision):
+    "After `import fastinterp`, fastai's own `ClassificationInterpretation.from_learner` (a star import's name) gives ours"
+    it = fastai.interpret.ClassificationInterpretation.from_learner(digits_vision)
+    assert type(it) is ClassificationInterpretation and it.probs is not None
+    fastinterp.unpatch()
+    try: assert type(fastai.interpret.ClassificationInterpretation.from_learner(digits_vision)) is fastai.interpret.ClassificationInterpretation
+    finally: fastinterp.patch()
