@@ -305,10 +305,11 @@ class ClassificationInterpretation(fastai.interpret.ClassificationInterpretation
         "Title of item `i`: every probability in it formatted honestly, together"
         p, names = self.probs[i], [str(v) for v in self.vocab]
         if self.multilabel:
-            on = torch.nonzero(self.decoded[i]).view(-1).tolist()
-            parts = [('pred', ';'.join(names[j] for j in on) or '-', None)]
-            if self.labelled: parts.append(('true', ';'.join(names[j] for j in torch.nonzero(self.targs[i]).view(-1).tolist()) or '-', None))
-            lines = [f"{a}: {b}" for a, b, _ in parts]
+            # every label predicted or true, with its probability
+            on = torch.nonzero(self.decoded[i] + (self.targs[i] if self.labelled else 0)).view(-1).tolist()
+            fp = dict(zip(on, show.format_probs([float(p[j]) for j in on])))
+            lines = ['pred ' + (', '.join(f"{names[j]}: {fp[j]}" for j in on if self.decoded[i, j]) or 'none')]
+            if self.labelled: lines.append('true ' + (', '.join(names[j] for j in on if self.targs[i, j]) or 'none'))
         elif top:
             ps, cs = p.topk(min(top, len(p)))
             fp = show.format_probs(ps.tolist())

@@ -91,8 +91,10 @@ def show_items(interp, # A `ClassificationInterpretation`
         ok = interp.correct()[idxs].tolist()
         colors = ['#1a7f37' if o else '#b3261e' for o in ok]
     fig = _show(interp, idxs, titles, colors, ncols=ncols, **kwargs)
-    if suptitle: fig.suptitle(suptitle + ('  (green: right, red: wrong)' if interp.labelled else ''), fontsize=11)
-    fig.tight_layout()
+    w, h = fig.get_size_inches()
+    fig.set_size_inches(max(w, 6), h + 0.6)  # room for the two-line figure title, even above a narrow grid
+    if suptitle: fig.suptitle(suptitle + ('\ngreen: right, red: wrong' if interp.labelled else ''), fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.6 / (h + 0.6)))
     return fig
 
 def _show(interp, idxs, titles, colors, **kwargs):
