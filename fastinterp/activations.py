@@ -28,7 +28,7 @@ def _unchanged(x, axis=None): return x
 @dataclass(frozen=True)
 class _Entry:
     "What the registry stores for one loss class or function"
-    name: str; act: Callable; decodes: Callable; kind: str; axis: int; expects: str
+    name: str; act: Callable; decodes: Callable; kind: str; axis: int; expects: str; thresh: float = 0.5
 
 @dataclass(frozen=True)
 class LossActivation:
@@ -40,6 +40,7 @@ class LossActivation:
     kind: str         # One of `KINDS`
     axis: int = 1     # Class axis of the model outputs
     expects: str = 'logits' # What the model must output for `act` to be right
+    thresh: float = 0.5 # Threshold of a multilabel prediction
 
     def check(self, out):
         "Raise on outputs whose shape does not fit `kind`; warn when a softmax runs over a single output"
@@ -56,7 +57,7 @@ class LossActivation:
 
 def _bind(e:_Entry, loss:str, axis:int):
     return LossActivation(loss, e.name, functools.partial(e.act, axis=axis), functools.partial(e.decodes, axis=axis),
-                          e.kind, axis, e.expects)
+                          e.kind, axis, e.expects, e.thresh)
 
 _registry = {}
 _warned = set()
@@ -99,7 +100,7 @@ def register_activation(loss=None, # Loss class or function; omit to use as a de
     else: dec = _unchanged
     k = _key(loss)
     if k in _registry: warnings.warn(f"Overwriting the registered activation of {_name(k)}", stacklevel=2)
-    _registry[k] = _Entry(name, fn, dec, kind, axis, expects or exp)
+    _registry[k] = _Entry(name, fn, dec, kind, axis, expects or exp, thresh)
     _warned.discard(k)
 
 def registered_losses():
@@ -144,7 +145,7 @@ def _activation_for(loss_func, warn):
         act = own_act or (functools.partial(e.act, axis=axis) if e else _unchanged)
         dec = own_dec or (functools.partial(e.decodes, axis=axis) if e else _unchanged)
         return LossActivation(name, getattr(own_act, '__qualname__', e.name if e else 'identity'), act, dec,
-                              kind, axis, e.expects if e else 'logits')
+                              kind, axis, e.expects if e else 'logits', getattr(loss_func, 'thresh', e.thresh if e else 0.5))
     if e is None:
         k = _key(inner)
         try: first = k not in _warned; warn and _warned.add(k)

@@ -2,9 +2,11 @@
 
 __all__ = ['ClassificationInterpretation']
 
+import inspect, warnings
 import numpy as np, pandas as pd, torch
 import sklearn.metrics as skm
 from fastcore.basics import noop, store_attr
+from fastai.torch_core import to_device
 from fastai.data.load import DataLoader
 import fastai.interpret
 
@@ -20,13 +22,26 @@ def _is_labelled(dl):
     if not isinstance(b, (tuple, list)) or len(b) <= n_inp: return False
     return all(getattr(t, 'numel', lambda: 1)() > 0 for t in b[n_inp:])
 
+def _per_item_loss(loss):
+    "Whether fastai can get per-item losses from `loss` (it sets `reduction`, or passes reduction='none')"
+    if hasattr(loss, 'reduction'): return True
+    try: params = inspect.signature(loss.forward if isinstance(loss, torch.nn.Module) else loss).parameters
+    except (TypeError, ValueError): return True
+    if 'reduction' in params or any(p.kind == p.VAR_KEYWORD for p in params.values()): return True
+    warnings.warn(f"The loss {loss!r} takes no `reduction` argument, so there are no per-item losses: "
+                  f"the loss views (top_losses) are unavailable; every other view works.")
+    return False
+
 def _vocab(dl, n):
+    "Class names: the DataLoader's vocab (the last one when there is one per target), else 0..n-1"
     v = getattr(dl, 'vocab', None)
-    if v is not None and len(v) and isinstance(v[0], (list, tuple)) or (v is not None and len(v) and hasattr(v[0], 'o2i')): v = v[-1]
-    return list(v) if v is not None else list(range(n))
+    if v is None: return list(range(n))
+    if len(v) and (hasattr(v[-1], 'o2i') or isinstance(v[-1], (list, tuple))): v = v[-1]
+    return list(v)
 
 def _topk(scores, k, largest=True):
     "Top `k` scores and their indices, ties broken by the lower index (stable); all of them when k is None or too big"
+    if k is not None and k < 0: raise ValueError(f"k must be a number of items (0 or more), got {k}")
     k = len(scores) if k is None else min(int(k), len(scores))
     order = torch.from_numpy(np.argsort(-scores.numpy() if largest else scores.numpy(), kind='stable')[:k].copy())
     return scores[order], order
@@ -62,16 +77,16 @@ class ClassificationInterpretation(fastai.interpret.ClassificationInterpretation
             raise TypeError(f"ClassificationInterpretation is for classifiers; {rec.loss} is a regression loss, "
                             f"so there are no classes to interpret.")
         labelled = _is_labelled(dl)
-        res = stock_get_preds(learn, dl=dl, with_loss=labelled, act=noop)
+        with_loss = labelled and _per_item_loss(learn.loss_func)
+        res = stock_get_preds(learn, dl=dl, with_loss=with_loss, act=noop)
         raw, targs = res[0], res[1] if labelled else None
-        losses = res[2] if labelled else None
+        losses = res[2] if with_loss else None
         check_finite(raw)
         probs, decoded = activate(learn, raw, act)
-        kind = rec.kind if rec is not None else None
-        return cls._from_probs(learn, dl, probs, targs, decoded, losses, act, kind)
+        return cls._from_probs(learn, dl, probs, targs, decoded, losses, act, rec and rec.kind, rec and rec.thresh)
 
     @classmethod
-    def _from_probs(cls, learn, dl, probs, targs, decoded, losses, act, kind):
+    def _from_probs(cls, learn, dl, probs, targs, decoded, losses, act, kind, thresh=None):
         "Bring every kind of classifier output to (N, C) class probabilities or (N, L) label probabilities"
         probs = probs.float()
         if kind not in ('multiclass', 'multilabel'):  # an explicit `act`, or a loss the registry does not know
@@ -80,7 +95,7 @@ class ClassificationInterpretation(fastai.interpret.ClassificationInterpretation
             elif bool(((probs >= 0) & (probs <= 1)).all()): kind = 'multilabel'
             else: raise ValueError(f"The outputs of {learn.loss_func!r} are not probabilities (they leave [0, 1]). Register "
                                    f"the loss's activation with fastinterp.register_activation, or pass act=.")
-        thresh = getattr(learn.loss_func, 'thresh', 0.5)
+        thresh = thresh if thresh is not None else getattr(learn.loss_func, 'thresh', 0.5)
         if targs is not None: targs = targs.detach().cpu()
         if kind == 'multilabel' and (probs.ndim == 1 or probs.shape[1] == 1):
             # one-output sigmoid: a binary classifier, shown as two classes
@@ -90,10 +105,12 @@ class ClassificationInterpretation(fastai.interpret.ClassificationInterpretation
             return cls(learn, dl, probs, targs, decoded, losses, act, multilabel=False, thresh=thresh)
         if kind == 'multiclass':
             if probs.ndim != 2: raise ValueError(f"Interpretation needs one row of class probabilities per item, got shape {tuple(probs.shape)}")
-            if targs is not None: targs = targs.view(-1).long()
-            return cls(learn, dl, probs, targs, decoded.view(-1).long(), losses, act)
+            if targs is not None: targs = (targs.argmax(1) if targs.shape == probs.shape else targs.view(-1)).long()  # soft targets
+            if decoded is None or decoded.shape != probs.shape[:1]: decoded = probs.argmax(1)
+            return cls(learn, dl, probs, targs, decoded.long(), losses, act)
         if targs is not None: targs = targs.view(probs.shape).long()
-        return cls(learn, dl, probs, targs, (probs > thresh).long(), losses, act, multilabel=True, thresh=thresh)
+        decoded = (probs > thresh) if decoded is None or decoded.shape != probs.shape else decoded
+        return cls(learn, dl, probs, targs, decoded.long(), losses, act, multilabel=True, thresh=thresh)
 
     # --- what the views are built from
     @property
@@ -105,8 +122,9 @@ class ClassificationInterpretation(fastai.interpret.ClassificationInterpretation
 
     def _cls(self, cls):
         "Index of class label `cls` in the vocab"
-        for i, v in enumerate(self.vocab):
-            if v == cls or str(v) == str(cls) and isinstance(cls, str): return i
+        for match in (lambda v: v == cls, lambda v: str(v) == str(cls)):  # 3 finds the folder label '3'
+            for i, v in enumerate(self.vocab):
+                if match(v): return i
         raise ValueError(f"Class {cls!r} is not in the vocab: {list(self.vocab)}")
 
     def uncertainty(self, measure='entropy'):
@@ -127,6 +145,7 @@ class ClassificationInterpretation(fastai.interpret.ClassificationInterpretation
     ):
         "`k` largest (or smallest) losses and their indices"
         self._need_labels('top_losses')
+        if self.losses is None: raise ValueError("No per-item losses: the loss takes no `reduction` argument")
         res = _topk(self.losses, k, largest)
         return (*res, self.items(res[1])) if items else res
 
@@ -227,7 +246,7 @@ class ClassificationInterpretation(fastai.interpret.ClassificationInterpretation
             if self.labelled: df['target'] = join(self.targs)
             df['prediction'] = join(self.decoded)
             for l, name in enumerate(names): df[f'p({name})'] = self.probs[:, l].numpy()
-            if self.labelled: df['loss'] = self.losses.numpy()
+            if self.losses is not None: df['loss'] = self.losses.numpy()
             df['uncertainty'] = self.uncertainty().numpy()
             return df
         idx = torch.arange(len(self.probs))
@@ -236,7 +255,7 @@ class ClassificationInterpretation(fastai.interpret.ClassificationInterpretation
         df['p_pred'] = self.probs[idx, self.decoded].numpy()
         if self.labelled:
             df['p_target'] = self.probs[idx, self.targs].numpy()
-            df['loss'] = self.losses.numpy()
+            if self.losses is not None: df['loss'] = self.losses.numpy()
         for m, f in MEASURES.items(): df[m] = f(self.probs).numpy()
         return df
 
@@ -248,15 +267,17 @@ class ClassificationInterpretation(fastai.interpret.ClassificationInterpretation
 
     def items(self, idxs):
         "The items at `idxs` (paths, rows), as the DataLoader holds them"
+        idxs = idxs.tolist() if isinstance(idxs, torch.Tensor) else list(idxs)
         items = getattr(self.dl, 'items', None)
-        if items is None: return list(idxs.tolist() if isinstance(idxs, torch.Tensor) else idxs)
-        return getattr(items, 'iloc', None)[idxs.tolist()] if hasattr(items, 'iloc') else [items[i] for i in idxs]
+        if items is None: return idxs
+        return items.iloc[idxs] if hasattr(items, 'iloc') else [items[i] for i in idxs]
 
     def batch(self, idxs):
         "A batch of the inputs and targets at `idxs`, as the model saw them: data loading only, no inference"
         idxs = idxs.tolist() if isinstance(idxs, torch.Tensor) else list(idxs)
         dl = self.dl
-        return dl.after_batch(dl.create_batch([dl.do_item(i) for i in idxs]))
+        b = dl.create_batch(dl.before_batch([dl.do_item(i) for i in idxs]))  # before_batch pads text
+        return dl.after_batch(to_device(b, getattr(dl, 'device', None)))
 
     def __getitem__(self, idxs):
         "Inputs, probabilities, targets, decoded classes and losses at `idxs`, from the cache (no inference)"
@@ -279,7 +300,8 @@ class ClassificationInterpretation(fastai.interpret.ClassificationInterpretation
     def plot_most_uncertain(self, k=9, measure='entropy', cls=None, by='pred', n_classes:int=3, **kwargs):
         "Show the `k` most uncertain items; title: the top classes and their probabilities"
         scores, idxs = self.most_uncertain(k, measure, cls, by)
-        name = measure if isinstance(measure, str) else getattr(measure, '__name__', 'uncertainty')
+        name = ('closeness to threshold' if self.multilabel else measure if isinstance(measure, str)
+                else getattr(measure, '__name__', 'uncertainty'))
         sub = '' if cls is None else f" ({'predicted' if by == 'pred' else 'labelled'} {cls})"
         return show.show_items(self, idxs, [self._title(i, top=n_classes, score=(name, s)) for i, s in zip(idxs.tolist(), scores.tolist())],
                                suptitle=f'Most uncertain by {name}{sub}', **kwargs)
@@ -322,7 +344,7 @@ class ClassificationInterpretation(fastai.interpret.ClassificationInterpretation
                 fp = show.format_probs([float(p[d]), float(p[t])])
                 lines = [f"pred {names[d]}: {fp[0]} · true {names[t]}: {fp[1]}"]
             else: lines = [f"pred {names[d]}: {show.format_prob(float(p[d]))}"]
-        if loss and self.labelled: lines.append(f"loss {show.format_loss(float(self.losses[i]))}")
+        if loss and self.losses is not None: lines.append(f"loss {show.format_loss(float(self.losses[i]))}")
         if score is not None: lines[-1 if len(lines) > 1 else 0] += f" · {score[0]} {show.format_prob(score[1])}"
         return '\n'.join(lines)
 

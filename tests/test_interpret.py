@@ -267,3 +267,38 @@ def test_fastai_name_gives_fastinterp_interpretation(digits_vision):
     fastinterp.unpatch()
     try: assert type(fastai.interpret.ClassificationInterpretation.from_learner(digits_vision)) is fastai.interpret.ClassificationInterpretation
     finally: fastinterp.patch()
+
+def test_soft_targets_and_act_with_an_unknown_loss(digits_arrays):
+    X, y = digits_arrays
+    learn = fit_quietly(plain_learner(X, F.one_hot(y, 10).float(), nn.CrossEntropyLoss(), 10), 2)
+    it = ClassificationInterpretation.from_learner(learn)
+    t = y[len(X) * 4 // 5:].numpy()
+    p = torch.softmax(raw_outputs(learn, learn.dls.valid), 1).numpy()
+    np.testing.assert_array_equal(it.confusion_matrix(), skm.confusion_matrix(t, p.argmax(1), labels=range(10)))
+    class Unregistered(nn.Module):
+        def forward(self, out, targ): return F.cross_entropy(out, targ)
+    learn = plain_learner(X, y, Unregistered(), 10)
+    with pytest.warns(UserWarning, match='no `reduction` argument'):
+        it = ClassificationInterpretation.from_learner(learn, act=lambda o: torch.softmax(o, 1))
+    with pytest.raises(ValueError, match='No per-item losses'): it.top_losses(3)
+    assert 'loss' not in it.to_df() and len(it.most_uncertain(3)[1]) == 3
+    assert it.decoded.shape == (len(t),) and torch.equal(it.decoded, it.probs.argmax(1))
+
+def test_registered_multilabel_threshold_is_kept(digits_arrays):
+    X, y = digits_arrays
+    @fastinterp.register_activation(act='sigmoid', kind='multilabel', thresh=0.3)
+    def tags_loss(out, targ, reduction='mean'): return F.binary_cross_entropy_with_logits(out, targ, reduction=reduction)
+    targ = torch.stack([y % 2 == 0, y >= 5], 1).float()
+    learn = fit_quietly(plain_learner(X, targ, nn.BCEWithLogitsLoss(), 2), 1)
+    learn.loss_func = tags_loss
+    p, _, d = learn.get_preds(with_decoded=True)
+    assert torch.equal(d, p > 0.3)
+    it = ClassificationInterpretation.from_learner(learn)
+    assert it.thresh == 0.3 and torch.equal(it.decoded, (p > 0.3).long())
+
+def test_class_by_index_in_a_folder_vocab_and_bad_k(interp, wine_tabular):
+    assert torch.equal(interp.most_correct(3)[1], interp.most_correct('3')[1])
+    with pytest.raises(ValueError, match='k must be a number of items'): interp.top_losses(-1)
+    learn, df = wine_tabular
+    it = ClassificationInterpretation.from_learner(learn)
+    assert len(it.items([0, 1])) == 2 and len(it.items(torch.tensor([2]))) == 1
