@@ -82,7 +82,7 @@ class ClassificationInterpretation(fastai.interpret.ClassificationInterpretation
         raw, targs = res[0], res[1] if labelled else None
         losses = res[2] if with_loss else None
         check_finite(raw)
-        probs, decoded = activate(learn, raw, act)
+        probs, decoded = activate(learn, raw, act, rec)
         return cls._from_probs(learn, dl, probs, targs, decoded, losses, act, rec and rec.kind, rec and rec.thresh)
 
     @classmethod
@@ -225,7 +225,7 @@ class ClassificationInterpretation(fastai.interpret.ClassificationInterpretation
         "Print scikit-learn's classification report"
         print(self.classification_report())
 
-    def best_thresholds(self, metric='f1'):
+    def best_thresholds(self):
         "Multilabel: per label, the threshold on p(label) maximizing F1 on this data, with that F1"
         self._need_labels('best_thresholds')
         if not self.multilabel: raise ValueError("best_thresholds is for multi-label classifiers (sigmoid outputs)")
@@ -267,23 +267,21 @@ class ClassificationInterpretation(fastai.interpret.ClassificationInterpretation
 
     def items(self, idxs):
         "The items at `idxs` (paths, rows), as the DataLoader holds them"
-        idxs = idxs.tolist() if isinstance(idxs, torch.Tensor) else list(idxs)
+        idxs = show.idx_list(idxs)
         items = getattr(self.dl, 'items', None)
         if items is None: return idxs
         return items.iloc[idxs] if hasattr(items, 'iloc') else [items[i] for i in idxs]
 
     def batch(self, idxs):
         "A batch of the inputs and targets at `idxs`, as the model saw them: data loading only, no inference"
-        idxs = idxs.tolist() if isinstance(idxs, torch.Tensor) else list(idxs)
+        idxs = show.idx_list(idxs)
         dl = self.dl
         b = dl.create_batch(dl.before_batch([dl.do_item(i) for i in idxs]))  # before_batch pads text
         return dl.after_batch(to_device(b, getattr(dl, 'device', None)))
 
     def __getitem__(self, idxs):
         "Inputs, probabilities, targets, decoded classes and losses at `idxs`, from the cache (no inference)"
-        if isinstance(idxs, torch.Tensor): idxs = idxs.tolist()
-        if not isinstance(idxs, (list, tuple, range)): idxs = [idxs]
-        idxs = list(idxs)
+        idxs = show.idx_list(idxs)
         b = self.batch(idxs)
         n_inp = getattr(self.dl, 'n_inp', 1)
         inps = b[:n_inp] if n_inp > 1 else b[0]
@@ -293,7 +291,7 @@ class ClassificationInterpretation(fastai.interpret.ClassificationInterpretation
     # --- plots
     def plot_top_losses(self, k=9, largest=True, **kwargs):
         "Show the `k` items with the largest losses; title: predicted class and p, actual class and p, loss"
-        losses, idxs = self.top_losses(k, largest)
+        _, idxs = self.top_losses(k, largest)
         return show.show_items(self, idxs, [self._title(i, loss=True) for i in idxs.tolist()],
                                suptitle='Top losses', **kwargs)
 

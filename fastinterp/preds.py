@@ -40,13 +40,13 @@ def _check_double_activation(model, rec, out):
                   f"applies its own activation on top ({rec.name}), so the model was trained on the wrong numbers and its "
                   f"probabilities are squashed. To fix: {fix}.", stacklevel=4)
 
-def activate(learn, out, act=None):
-    "Probabilities and decoded classes for the raw outputs `out` of `learn.model`, through the registry"
+def activate(learn, out, act=None, rec=None):
+    "Probabilities and decoded classes for the raw outputs `out` of `learn.model`, through the registry (or `rec`, already resolved)"
     if act is not None:
         rec = _activation_for(learn.loss_func, warn=False) if learn.loss_func is not None else None
         probs = act(out)
         return probs, (rec.decodes(probs) if rec else probs)
-    rec = activation_for(learn.loss_func)
+    rec = rec or activation_for(learn.loss_func)
     rec.check(out)
     if isinstance(out, torch.Tensor): _check_double_activation(learn.model, rec, out)
     probs = rec.act(out)

@@ -1,6 +1,6 @@
 "Showing interpretation results, with numbers printed so that they never mislead"
 
-__all__ = ['format_prob', 'format_probs', 'format_loss', 'show_items', 'plot_confusion']
+__all__ = ['format_prob', 'format_probs', 'format_loss', 'idx_list', 'show_items', 'plot_confusion']
 
 import math, textwrap
 import numpy as np, pandas as pd
@@ -40,6 +40,11 @@ def format_loss(x): # Loss: float, numpy scalar or 0-d tensor
     x = float(x)
     if x == 0: return '0'
     return f'{x:.2f}' if abs(x) >= 0.01 or not math.isfinite(x) else f'{x:.0e}'
+
+def idx_list(idxs):
+    "Item indices as a list of ints, from a tensor, an iterable or one index"
+    if hasattr(idxs, 'tolist'): idxs = idxs.tolist()
+    return list(idxs) if isinstance(idxs, (list, tuple, range)) else [idxs]
 
 def _grid(n, ncols=None, cell=2.4, title_lines=2):
     ncols = ncols or min(n, max(3, math.ceil(math.sqrt(n))))
@@ -84,7 +89,7 @@ def show_items(interp, # A `ClassificationInterpretation`
         **kwargs
     ):
     "Show the items at `idxs` (image grid, or table of rows) with their titles; wrong predictions in red"
-    idxs = idxs.tolist() if hasattr(idxs, 'tolist') else list(idxs)
+    idxs = idx_list(idxs)
     if not idxs: raise ValueError("Nothing to show: no item matches")
     colors = ['#222222'] * len(idxs)
     if interp.labelled:
@@ -105,7 +110,6 @@ def _show(interp, idxs, titles, colors, **kwargs):
         rows = rows[[c for c in rows.columns if c not in getattr(dl.dataset, 'y_names', [])]]
         return _table(rows.reset_index(drop=True), titles, colors)
     b = interp.batch(idxs)
-    n_inp = getattr(dl, 'n_inp', 1)
     if hasattr(dl, '_pre_show_batch'):
         x, _, samples = dl._pre_show_batch(b, max_n=len(idxs))
         if samples is not None: return show_samples(x, samples, titles, colors, **kwargs)
