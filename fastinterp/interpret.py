@@ -12,6 +12,7 @@ import fastai.interpret
 
 from .activations import activation_for
 from .preds import activate, stock_get_preds, add_patch
+from .tta import item_nll, class_targets
 from .uncertainty import MEASURES, check_finite, uncertainty, multilabel_uncertainty
 from . import show
 
@@ -60,6 +61,7 @@ class ClassificationInterpretation(fastai.interpret.ClassificationInterpretation
         thresh:float=0.5, # Threshold of a multilabel prediction
     ):
         store_attr('learn,dl,probs,targs,decoded,losses,act,multilabel,thresh')
+        self.tta_report = None  # per-pass accuracy and NLL, when built from test-time augmentation
         self.vocab = _vocab(dl, probs.shape[1])
 
     @classmethod
@@ -68,14 +70,19 @@ class ClassificationInterpretation(fastai.interpret.ClassificationInterpretation
         ds_idx:int=1, # Index of `learn.dls` when `dl` is None
         dl:DataLoader=None, # `DataLoader` to interpret; may be unlabelled (a `test_dl`)
         act=None, # Override the loss's activation
+        tta:bool|int=False, # Interpret test-time-augmented probabilities: True (4 passes) or the number of passes
+        **tta_kwargs # Passed to `Learner.tta` (item_tfms, batch_tfms, beta, mode, progress)
     ):
         "Run inference once over `dl` and cache probabilities, targets, decoded classes and losses"
+        if tta_kwargs and not tta: raise TypeError(f"Unexpected arguments {', '.join(tta_kwargs)}: they are for tta=True")
+        if tta and act is not None: raise TypeError("act= and tta= do not go together: TTA averages the registry's probabilities")
         if dl is None: dl = learn.dls[ds_idx].new(shuffle=False, drop_last=False)
         if len(dl) == 0 or len(dl.dataset) == 0: raise ValueError("Cannot interpret an empty DataLoader: it holds no items")
         rec = activation_for(learn.loss_func) if act is None else None
         if rec is not None and rec.kind == 'regression':
             raise TypeError(f"ClassificationInterpretation is for classifiers; {rec.loss} is a regression loss, "
                             f"so there are no classes to interpret.")
+        if tta: return cls._from_tta(learn, dl, rec, 4 if tta is True else int(tta), **tta_kwargs)
         labelled = _is_labelled(dl)
         with_loss = labelled and _per_item_loss(learn.loss_func)
         res = stock_get_preds(learn, dl=dl, with_loss=with_loss, act=noop)
@@ -84,6 +91,19 @@ class ClassificationInterpretation(fastai.interpret.ClassificationInterpretation
         check_finite(raw)
         probs, decoded = activate(learn, raw, act, rec)
         return cls._from_probs(learn, dl, probs, targs, decoded, losses, act, rec and rec.kind, rec and rec.thresh)
+
+    @classmethod
+    def _from_tta(cls, learn, dl, rec, n, **kwargs):
+        "The interpretation of TTA probabilities; the losses are their NLL, and `tta_report` compares passes"
+        if kwargs.get('beta', 0.25) is None: raise ValueError("tta=True needs one set of probabilities: beta=None is for Learner.tta")
+        res = learn.tta(dl=dl, n=n, **kwargs)
+        probs, targs = res
+        multilabel = rec.kind == 'multilabel'
+        labelled, losses = targs is not None, None
+        if labelled: losses = item_nll(probs, targs.view(probs.shape) if multilabel else class_targets(targs, probs), multilabel)
+        interp = cls._from_probs(learn, dl, probs, targs if labelled else None, rec.decodes(probs), losses, None, rec.kind, rec.thresh)
+        interp.tta_report = res.report
+        return interp
 
     @classmethod
     def _from_probs(cls, learn, dl, probs, targs, decoded, losses, act, kind, thresh=None):

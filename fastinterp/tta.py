@@ -1,0 +1,195 @@
+"Test-time augmentation that averages probabilities (not logits) in O(N x C) memory, and says whether it helped"
+
+__all__ = ['TTACallback', 'TTAResult', 'MODES', 'tta', 'item_nll', 'class_targets']
+
+from contextlib import nullcontext
+
+import numpy as np, pandas as pd, torch
+import torch.nn.functional as F
+from fastcore.basics import store_attr
+from fasttransform import Pipeline
+from fastprogress.fastprogress import master_bar
+from fastai.callback.core import Callback
+from fastai.learner import Learner, _ConstantFunc, _before_epoch
+from fastai.torch_core import to_detach, to_concat, detuplify, nested_reorder
+from fastai.data.load import DataLoader
+from fastai.callback.core import event
+
+from .activations import activation_for
+from .preds import activate, add_patch
+
+MODES = ('mean', 'gmean', 'max')
+_TINY = torch.finfo(torch.float32).tiny
+
+def item_nll(probs, targs, multilabel=False):
+    "Per-item negative log-likelihood of the targets under `probs` (multilabel: binary cross-entropy averaged over labels)"
+    probs = probs.float()
+    if multilabel:
+        return F.binary_cross_entropy(probs.clamp(_TINY, 1-1e-7), targs.view(probs.shape).float(), reduction='none').mean(1)
+    return -probs.gather(1, targs.view(-1, 1).long()).clamp_min(_TINY).log().view(-1)
+
+def class_targets(targs, probs):
+    "Targets as class indices (soft or one-hot targets become their argmax)"
+    return targs.argmax(1) if targs.shape == probs.shape else targs.view(-1)
+
+class TTACallback(Callback):
+    "Keep a running aggregate of the registry's probabilities over validation passes: O(N x C) memory whatever their number"
+    order = 100  # after every callback that may change `pred` (mixed precision casts it back, for one)
+    def __init__(self,
+        mode:str='mean', # 'mean' of probabilities, 'gmean' (mean of log-probabilities, renormalized), or elementwise 'max'
+        rec=None, # Registry record of the loss (resolved from the learner when None)
+    ):
+        if mode not in MODES: raise ValueError(f"Unknown TTA mode {mode!r}: use one of {', '.join(MODES)}")
+        store_attr()
+        self.reset()
+
+    def reset(self):
+        "Forget every pass"
+        self.n_passes, self.agg, self.agg_neg, self.targs, self.stats = 0, None, None, None, []
+
+    @property
+    def multilabel(self): return self.rec is not None and self.rec.kind == 'multilabel'
+
+    def before_validate(self):
+        if self.rec is None: self.rec = activation_for(self.learn.loss_func)
+        self.pos, self._targs, self.correct, self.nll, self.seen = 0, [], 0., 0., 0
+
+    def after_batch(self):
+        if not hasattr(self.learn, 'pred'): return
+        probs, _ = activate(self.learn, to_detach(self.pred), rec=self.rec)
+        probs = probs.float()
+        if self.agg is None: self._allocate(probs)
+        rows = slice(self.pos, self.pos + len(probs))
+        self.pos += len(probs)
+        self._accumulate(rows, probs)
+        yb = to_detach(self.yb)
+        if not yb or yb[0].numel() == 0: return
+        if self.n_passes == 0: self._targs.append(yb)
+        self._score(probs, yb[0])
+
+    def _allocate(self, probs):
+        n = self.dl.n if hasattr(self.dl, 'n') else len(self.dl.dataset)
+        self.agg = probs.new_zeros(n, *probs.shape[1:])
+        if self.mode == 'gmean' and self.multilabel: self.agg_neg = torch.zeros_like(self.agg)
+
+    def _accumulate(self, rows, probs):
+        if self.mode == 'mean': self.agg[rows] += probs
+        elif self.mode == 'max': torch.maximum(self.agg[rows], probs, out=self.agg[rows])
+        else:
+            self.agg[rows] += probs.clamp_min(_TINY).log()
+            if self.agg_neg is not None: self.agg_neg[rows] += (1 - probs).clamp_min(_TINY).log()
+
+    def _score(self, probs, targs):
+        "Add this batch's correct predictions and NLL to the pass's totals"
+        if self.multilabel:
+            t = targs.view(probs.shape)
+            self.correct += float(((probs > self.rec.thresh) == t.bool()).float().mean(1).sum())
+        else:
+            t = class_targets(targs, probs)
+            self.correct += float((probs.argmax(1) == t).sum())
+        self.nll += float(item_nll(probs, t, self.multilabel).sum())
+        self.seen += len(probs)
+
+    def after_validate(self):
+        if self.agg is None: return
+        if self.pos != len(self.agg): raise RuntimeError(f"A pass gave {self.pos} predictions where the first gave {len(self.agg)}")
+        if self.n_passes == 0 and self._targs: self.targs = detuplify(to_concat(self._targs))
+        self.n_passes += 1
+        if self.seen: self.stats.append((self.correct / self.seen, self.nll / self.seen))
+
+    @property
+    def value(self):
+        "The aggregated probabilities: rows of a multiclass result sum to 1, multilabel values stay in [0, 1]"
+        if not self.n_passes: raise ValueError("No pass has run: there is nothing to aggregate")
+        if self.mode == 'mean': return self.agg / self.n_passes
+        if self.mode == 'gmean':
+            if self.multilabel: return torch.sigmoid((self.agg - self.agg_neg) / self.n_passes)  # p^(1/n) / (p^(1/n) + (1-p)^(1/n))
+            return self._renormalize(self.agg / self.n_passes, log=True)
+        return self.agg if self.multilabel else self._renormalize(self.agg)
+
+    def _renormalize(self, x, log=False):
+        if self.rec is None or self.rec.kind != 'multiclass': return x.exp() if log else x
+        return torch.softmax(x, self.rec.axis) if log else x / x.sum(self.rec.axis, keepdim=True)
+
+class TTAResult(tuple):
+    "(probabilities, targets) as fastai's `tta` returns them, with `report`: per-pass, un-augmented and TTA accuracy and NLL"
+    report:pd.DataFrame|None = None
+
+def _augmented_dl(dl, item_tfms, batch_tfms):
+    "`dl` for the augmented passes, and whether its dataset switches to training transforms (a fastai `Datasets`)"
+    switches = hasattr(dl.dataset, 'set_split_idx')
+    if item_tfms is None and batch_tfms is None:
+        if switches: return dl, True
+        raise TypeError(f"TTA needs augmentations, and the dataset of this DataLoader ({type(dl.dataset).__name__}) cannot switch "
+                        f"to training transforms: it is not a fastai Datasets. Pass item_tfms= and/or batch_tfms= with the "
+                        f"augmentations to apply.")
+    if switches: return dl.new(after_item=item_tfms, after_batch=batch_tfms), True
+    as_pipe = lambda t: t if t is None or callable(t) else Pipeline(t, split_idx=0)  # run training-only transforms too
+    kw = {k: as_pipe(v) for k, v in (('after_item', item_tfms), ('after_batch', batch_tfms)) if v is not None}
+    return dl.new(**kw), False
+
+def _run_pass(learn, dl, cb, split_idx):
+    with (dl.dataset.set_split_idx(split_idx) if split_idx is not None else nullcontext()):
+        with learn.validation_context(cbs=[cb], inner=True): learn._do_epoch_validate(dl=dl)
+
+def tta(self:Learner,
+        ds_idx:int=1, # `DataLoader` to use if `dl` is None. 0: train. 1: valid
+        dl=None, # `DataLoader` to predict on
+        n:int=4, # Number of augmented passes
+        item_tfms=None, # Item transforms to use instead of the `DataLoader`'s
+        batch_tfms=None, # Batch transforms to use instead of the `DataLoader`'s
+        beta:float|None=0.25, # Weight of the un-augmented pass in the blend; None returns (augmented, un-augmented) apart
+        use_max:bool=False, # fastai's switch for `mode='max'`, blended by max with the un-augmented pass
+        mode:str='mean', # Aggregate of the augmented passes: 'mean', 'gmean' or 'max' of probabilities
+        progress:bool=True, # Show a progress bar over the passes
+    )->TTAResult:
+    "Predictions on the `ds_idx` dataset or `dl` with test-time augmentation: probabilities, whatever the loss"
+    if n < 1: raise ValueError(f"n is a number of augmented passes (1 or more), got {n}")
+    if use_max: mode = 'max'
+    if beta is not None and not 0 <= beta <= 1: raise ValueError(f"beta is a weight between 0 and 1 (or None), got {beta}")
+    rec = activation_for(self.loss_func)
+    aug, plain = TTACallback(mode, rec), TTACallback('mean', rec)
+    if dl is None: dl = self.dls[ds_idx].new(shuffle=False, drop_last=False)
+    aug_dl, switches = _augmented_dl(dl, item_tfms, batch_tfms)
+    plain_dl = aug_dl if switches else dl
+    idxs = None
+    if hasattr(dl, 'get_idxs'):  # one fixed order for every pass, restored at the end as get_preds does
+        idxs = dl.get_idxs()
+        aug_dl, plain_dl = (d.new(get_idxs=_ConstantFunc(idxs)) for d in (aug_dl, plain_dl))
+    with (nullcontext() if progress else self.no_bar()):
+        try:
+            self(_before_epoch)
+            with self.no_mbar():
+                if hasattr(self, 'progress'): self.progress.mbar = master_bar(list(range(n)))
+                for i in self.progress.mbar if hasattr(self, 'progress') else range(n):
+                    self.epoch = i  # the progress callback shows the pass as the epoch
+                    _run_pass(self, aug_dl, aug, 0 if switches else None)
+            self.epoch = n
+            _run_pass(self, plain_dl, plain, 1 if switches else None)
+        finally: self(event.after_fit)
+    aug_p, preds, targs = aug.value, plain.value, plain.targs
+    if idxs is not None:
+        order = torch.tensor(idxs).argsort()
+        aug_p, preds, targs = nested_reorder((aug_p, preds, targs), order)
+    if beta is None: res = TTAResult(((aug_p, preds), targs))
+    else:
+        blend = torch.maximum(preds, aug_p) if mode == 'max' else torch.lerp(aug_p, preds, beta)
+        if mode == 'max' and rec.kind == 'multiclass': blend = blend / blend.sum(rec.axis, keepdim=True)
+        res = TTAResult((blend, targs))
+    res.report = _report(aug, plain, res[0] if beta is not None else None, targs, rec, mode, beta)
+    return res
+
+def _report(aug, plain, blend, targs, rec, mode, beta):
+    "Accuracy and NLL of each augmented pass, of the un-augmented pass and of the TTA result"
+    if targs is None or not aug.stats: return None
+    rows = {f'pass {i+1}': s for i, s in enumerate(aug.stats)}
+    rows['un-augmented'] = plain.stats[0]
+    if blend is not None:
+        ml = rec.kind == 'multilabel'
+        t = targs.view(blend.shape) if ml else class_targets(targs, blend)
+        acc = ((blend > rec.thresh) == t.bool()).float().mean() if ml else (blend.argmax(1) == t).float().mean()
+        name = f"TTA ({mode}, beta={beta})" if mode != 'max' else 'TTA (max)'
+        rows[name] = (float(acc), float(item_nll(blend, t, ml).mean()))
+    return pd.DataFrame.from_dict(rows, orient='index', columns=['accuracy', 'nll'])
+
+add_patch(Learner, 'tta', tta)
