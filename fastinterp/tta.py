@@ -14,6 +14,7 @@ from fastai.learner import Learner, _ConstantFunc, _before_epoch
 from fastai.torch_core import to_detach, to_concat, detuplify, nested_reorder
 from fastai.data.load import DataLoader
 from fastai.callback.core import event
+import fastai.callback.progress  # Learner.no_bar, and the progress bar itself
 
 from .activations import activation_for
 from .preds import activate, add_patch
@@ -149,7 +150,7 @@ def tta(self:Learner,
     if beta is not None and not 0 <= beta <= 1: raise ValueError(f"beta is a weight between 0 and 1 (or None), got {beta}")
     rec = activation_for(self.loss_func)
     aug, plain = TTACallback(mode, rec), TTACallback('mean', rec)
-    if dl is None: dl = self.dls[ds_idx].new(shuffle=False, drop_last=False)
+    if dl is None or getattr(dl, 'drop_last', False): dl = (dl or self.dls[ds_idx]).new(shuffle=False, drop_last=False)
     aug_dl, switches = _augmented_dl(dl, item_tfms, batch_tfms)
     plain_dl = aug_dl if switches else dl
     idxs = None

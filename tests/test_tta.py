@@ -106,6 +106,14 @@ def test_report_has_the_accuracy_of_each_pass(learn):
     np.testing.assert_allclose(rep.iloc[-1]['accuracy'], (res[0].numpy().argmax(1) == t).mean(), atol=1e-6)
     np.testing.assert_allclose(rep.iloc[-1]['nll'], nll(res[0].numpy()), rtol=1e-4)
 
+def test_shuffled_training_set_comes_back_in_dataset_order(learn):
+    "The training DataLoader shuffles and drops its last batch: every item still comes back, in dataset order"
+    probs, targs = learn.tta(ds_idx=0, n=1, progress=False)
+    ds = learn.dls.train_ds
+    assert len(probs) == len(ds)
+    ref = torch.tensor([learn.dls.vocab.o2i[p.parent.name] for p in ds.items])
+    assert torch.equal(targs.view(-1).cpu(), ref)
+
 def test_memory_is_one_buffer_whatever_n(learn):
     "The callback keeps one (N, C) running aggregate, not n of them"
     for n in (1, 4):
