@@ -1,0 +1,573 @@
+"Interpretation at scale: constant-memory statistics that stream over batches and merge across processes"
+
+__all__ = ['StreamingStats', 'StreamingCallback', 'StreamingInterpretation']
+
+import math, re, time
+from contextlib import nullcontext
+
+import numpy as np, pandas as pd, torch
+import torch.distributed as dist
+import sklearn.metrics as skm
+from fastcore.basics import store_attr, detuplify, noop
+from fastcore.meta import delegates
+from fastai.callback.core import Callback
+from fastai.learner import _ConstantFunc
+from fastai.torch_core import to_detach
+import fastai.callback.progress  # Learner.no_bar
+
+from .activations import activation_for
+from .preds import activate, stock_get_preds, add_patch
+from .uncertainty import MEASURES, check_finite
+from .interpret import ClassificationInterpretation, _is_labelled, _per_item_loss, _vocab
+from . import show
+
+try: from fastai.distributed import DistributedDL
+except (ImportError, NameError): DistributedDL = None  # fastai.distributed cannot be imported without accelerate
+
+def _is_distributed(dl): return DistributedDL is not None and isinstance(dl, DistributedDL)
+
+# --- the functional core: a state is a dict of tensors; `_REDUCE` says how each entry combines across batches and processes
+_REDUCE = {'n': 'sum', 'pred_counts': 'sum', 'confusion': 'sum', 'top': 'topk'}
+_KEPT = ('score', 'idx', 'probs', 'decoded', 'targ', 'loss')  # what is kept of each top item: enough to show it
+
+def _no_items(n_classes, device=None):
+    "An empty list of kept items"
+    long, flt = dict(dtype=torch.long, device=device), dict(device=device)
+    return {'score': torch.empty(0, **flt), 'idx': torch.empty(0, **long), 'probs': torch.empty(0, n_classes, **flt),
+            'decoded': torch.empty(0, **long), 'targ': torch.empty(0, **long), 'loss': torch.empty(0, **flt)}
+
+def _init_state(n_classes, lists, device=None):
+    "The state of no items: zero counts, empty top-k lists"
+    z = lambda *shape: torch.zeros(*shape, dtype=torch.long, device=device)
+    return {'n': z(()), 'pred_counts': z(n_classes), 'confusion': z(n_classes, n_classes),
+            'top': {l: _no_items(n_classes, device) for l in lists}}
+
+def _select(a, b, k):
+    "The top `k` of the kept items `a` and `b` by score, ties to the lower item index: the order of the in-memory `_topk`"
+    m = {f: torch.cat([a[f], b[f]]) for f in _KEPT}
+    if torch.unique(m['idx']).numel() < len(m['idx']):
+        raise ValueError("The same item index was streamed twice: give each item its own index (`idxs`), "
+                         "global across the collectors or processes that are merged")
+    o = torch.argsort(m['idx'], stable=True)
+    o = o[torch.argsort(m['score'][o], descending=True, stable=True)][:k]
+    return {f: v[o] for f, v in m.items()}
+
+def _candidates(scores, kept, k):
+    "Positions in a batch that may enter the top `k` beside `kept`: at least the k-th best of both (ties stay for `_select`)"
+    v = scores.topk(min(k, len(scores))).values[-1]
+    if len(kept['score']) == k: v = torch.maximum(v, kept['score'][-1])
+    return torch.nonzero(scores >= v).view(-1)
+
+def _update(state, # State before the batch
+        probs, # (B, C) float32 probabilities
+        targs, # (B,) target classes, or None
+        losses, # (B,) per-item losses, or None
+        idxs, # (B,) item indices
+        decoded, # (B,) predicted classes
+        k:int, # Items kept per list
+    ):
+    "A new state: `state` with the batch counted and each top-`k` list merged with the batch's candidates"
+    C = probs.shape[1]
+    new = {'n': state['n'] + len(probs), 'pred_counts': state['pred_counts'] + torch.bincount(decoded, minlength=C),
+           'confusion': state['confusion'], 'top': dict(state['top'])}
+    if targs is not None: new['confusion'] = state['confusion'] + torch.bincount(targs * C + decoded, minlength=C*C).view(C, C)
+    if k == 0: return new
+    rows = {'probs': probs, 'decoded': decoded, 'idx': idxs,
+            'targ': targs if targs is not None else torch.full_like(decoded, -1),
+            'loss': losses if losses is not None else probs.new_full((len(probs),), math.nan)}
+    for name, kept in state['top'].items():
+        if name == 'loss' and losses is None: continue
+        scores = losses if name == 'loss' else MEASURES[name](probs)
+        c = _candidates(scores, kept, k)
+        new['top'][name] = _select(kept, {'score': scores[c], **{f: r[c] for f, r in rows.items()}}, k)
+    return new
+
+def _merge(a, b, k):
+    "The state of the items of `a` and of `b` together"
+    return {key: ({l: _select(a[key][l], b[key][l], k) for l in a[key]} if how == 'topk' else a[key] + b[key])
+            for key, how in _REDUCE.items()}
+
+def _compute(state):
+    "Figures from a state: counts as numpy arrays, kept items as CPU tensors"
+    cpu = lambda t: t.detach().cpu()
+    return {'n': int(state['n']), 'pred_counts': cpu(state['pred_counts']).numpy(), 'confusion': cpu(state['confusion']).numpy(),
+            'top': {l: {f: cpu(v) for f, v in kept.items()} for l, kept in state['top'].items()}}
+
+# --- torch.distributed
+def _comm_device(group=None):
+    "Where collectives run: nccl moves only CUDA tensors, gloo CPU ones"
+    if dist.get_backend(group) == 'nccl': return torch.device('cuda', torch.cuda.current_device())
+    return torch.device('cpu')
+
+def _all_gather(t, group=None):
+    "`t` from every rank of `group`, in rank order (same shape everywhere)"
+    res = [torch.empty_like(t) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(res, t.contiguous(), group=group)
+    return res
+
+def _gather_kept(kept, k, group=None):
+    "Every rank's kept items, padded to `k` rows so the shapes agree, padding (index -1) dropped again"
+    pad = k - len(kept['idx'])
+    padded = {f: torch.cat([v, v.new_full((pad, *v.shape[1:]), -1)]) for f, v in kept.items()}
+    per_field = {f: _all_gather(v, group) for f, v in padded.items()}
+    ranks = []
+    for r in range(dist.get_world_size(group)):
+        real = per_field['idx'][r] >= 0
+        ranks.append({f: per_field[f][r][real] for f in _KEPT})
+    return ranks
+
+class StreamingStats:
+    "Confusion counts, calibration bins, per-class counts and the top `k` items by loss and by each uncertainty measure, in constant memory"
+    def __init__(self,
+        n_classes:int, # Number of classes C
+        k:int=100, # Items kept per list: memory is O(k*C + C^2 + n_bins), whatever the number of items
+        n_bins:int=15, # Calibration bins, equal width over [0, 1]
+        measures=tuple(MEASURES), # Names in `MEASURES` whose top `k` items are kept
+    ):
+        if int(n_classes) < 1: raise ValueError(f"n_classes must be at least 1, got {n_classes}")
+        if int(k) < 0: raise ValueError(f"k must be a number of items (0 or more), got {k}")
+        if int(n_bins) < 1: raise ValueError(f"n_bins must be at least 1, got {n_bins}")
+        unknown = [m for m in measures if m not in MEASURES]
+        if unknown: raise ValueError(f"Unknown uncertainty measure(s) {unknown}: streaming keeps the named ones, {', '.join(MEASURES)}")
+        self.n_classes, self.k, self.n_bins, self.measures = int(n_classes), int(k), int(n_bins), tuple(measures)
+        self.reset()
+
+    def reset(self):
+        "Forget every item"
+        self.state, self.labelled, self.with_loss = None, None, None
+
+    @property
+    def n(self):
+        "Number of items streamed so far"
+        return 0 if self.state is None else int(self.state['n'])
+
+    def _lists(self): return ('loss', *self.measures)
+
+    def _flags(self, labelled, with_loss):
+        "Check that a batch has targets and losses like the batches before it, and remember it"
+        for name, was, now in (('targets', self.labelled, labelled), ('losses', self.with_loss, with_loss)):
+            if was is not None and was != now:
+                raise ValueError(f"This batch {'has' if now else 'has no'} {name}, and the earlier ones {'had' if was else 'had none'}: "
+                                 f"stream labelled and unlabelled data into separate collectors")
+        self.labelled, self.with_loss = labelled, with_loss
+
+    def update(self,
+        probs, # (B, C) probabilities, rows summing to 1
+        targs=None, # (B,) target classes, for the confusion and calibration counts and the losses
+        losses=None, # (B,) per-item losses, for the top losses (need `targs`)
+        idxs=None, # (B,) item indices, global across what is merged; default: continue from the items already seen
+        decoded=None, # (B,) predicted classes; default: argmax of `probs`
+    ):
+        "Add one batch"
+        probs, targs, losses, idxs, decoded = self._check(probs, targs, losses, idxs, decoded)
+        if not len(probs): return self
+        self._flags(targs is not None, losses is not None)
+        if self.state is None: self.state = _init_state(self.n_classes, self._lists(), probs.device)
+        self.state = _update(self.state, probs, targs, losses, idxs, decoded, self.k)
+        return self
+
+    def _check(self, probs, targs, losses, idxs, decoded):
+        "The batch as tensors of the right shapes, dtypes and ranges, or a ValueError saying what is wrong"
+        probs = torch.as_tensor(probs)
+        C = self.n_classes
+        if probs.ndim != 2 or probs.shape[1] != C:
+            raise ValueError(f"probs must have shape (batch size, {C}), got {tuple(probs.shape)}")
+        if not probs.is_floating_point(): raise ValueError(f"probs must be floating point, got {probs.dtype}")
+        probs = check_finite(probs.float(), 'probabilities')
+        B = len(probs)
+        if B and (probs.min() < 0 or probs.max() > 1):
+            raise ValueError("probs hold values outside [0, 1]: pass probabilities (e.g. the softmax of the logits), not logits")
+        def classes(t, what):
+            t = torch.as_tensor(t, device=probs.device)
+            if t.shape != (B,): raise ValueError(f"{what} must have shape ({B},), one per item, got {tuple(t.shape)}")
+            if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+                raise ValueError(f"{what} must be integer class indices, got {t.dtype}")
+            if B and (t.min() < 0 or t.max() >= C): raise ValueError(f"{what} must lie in [0, {C}), got values from {int(t.min())} to {int(t.max())}")
+            return t.long()
+        if targs is not None: targs = classes(targs, 'targs')
+        decoded = probs.argmax(1) if decoded is None else classes(decoded, 'decoded')
+        if losses is not None:
+            if targs is None: raise ValueError("losses need targs: a per-item loss is measured against a target")
+            losses = torch.as_tensor(losses, device=probs.device)
+            if losses.shape != (B,) or not losses.is_floating_point():
+                raise ValueError(f"losses must be floats of shape ({B},), got {losses.dtype} of shape {tuple(losses.shape)}")
+            if torch.isnan(losses).any(): raise ValueError(f"{int(torch.isnan(losses).sum())} of the {B} losses are NaN")
+            losses = losses.float()
+        if idxs is None: idxs = torch.arange(self.n, self.n + B, device=probs.device)
+        else:
+            idxs = torch.as_tensor(idxs, device=probs.device)
+            if idxs.shape != (B,) or idxs.is_floating_point(): raise ValueError(f"idxs must be {B} integer item indices, got {idxs.dtype} of shape {tuple(idxs.shape)}")
+            if B and idxs.min() < 0: raise ValueError("idxs must be item indices, 0 or more")
+            idxs = idxs.long()
+        return probs, targs, losses, idxs, decoded
+
+    def _same_setup(self, n_classes, k, n_bins, measures, what='other'):
+        mine = (self.n_classes, self.k, self.n_bins, self.measures)
+        if mine != (n_classes, k, n_bins, measures):
+            raise ValueError(f"Cannot merge collectors set up differently: (n_classes, k, n_bins, measures) {mine} here, "
+                             f"{(n_classes, k, n_bins, measures)} in the {what}")
+
+    def merge(self, other:'StreamingStats'):
+        "Add the items of `other` (streamed elsewhere, with its own global `idxs`): the result does not depend on the order of merges"
+        if not isinstance(other, StreamingStats): raise TypeError(f"Can only merge a StreamingStats, got {type(other).__name__}")
+        self._same_setup(other.n_classes, other.k, other.n_bins, other.measures)
+        if other.state is None: return self
+        if self.state is None:
+            self.state, self.labelled, self.with_loss = other.state, other.labelled, other.with_loss
+            return self
+        self._flags(other.labelled, other.with_loss)
+        self.state = _merge(self.state, other.state, self.k)
+        return self
+
+    def sync(self, group=None):
+        "Merge the statistics of every process of `group` (all_reduce of counts, all_gather of top-k candidates): each ends with the same"
+        if not (dist.is_available() and dist.is_initialized()):
+            raise RuntimeError("sync needs torch.distributed to be initialized (torch.distributed.init_process_group)")
+        if dist.get_world_size(group) == 1: return self
+        dev = _comm_device(group)
+        here = self.state['n'].device if self.state is not None else torch.device('cpu')
+        self._sync_setup(dev, group)
+        state = {key: (v.to(dev) if torch.is_tensor(v) else {l: {f: t.to(dev) for f, t in kept.items()} for l, kept in v.items()})
+                 for key, v in (self.state or _init_state(self.n_classes, self._lists(), dev)).items()}
+        res = {}
+        for key, how in _REDUCE.items():
+            if how == 'sum':
+                res[key] = state[key].clone()
+                dist.all_reduce(res[key], group=group)
+                continue
+            res[key] = {}
+            for l, kept in state[key].items():
+                merged = _no_items(self.n_classes, dev)
+                if self.k: 
+                    for r in _gather_kept(kept, self.k, group): merged = _select(merged, r, self.k)
+                res[key][l] = merged
+        self.state = {key: (v.to(here) if torch.is_tensor(v) else {l: {f: t.to(here) for f, t in kept.items()} for l, kept in v.items()})
+                      for key, v in res.items()}
+        return self
+
+    def _sync_setup(self, dev, group):
+        "Check that every rank is set up alike and agrees on targets and losses (a rank that saw no item takes the others')"
+        code = lambda flag: -1 if flag is None else int(flag)
+        mask = sum(1 << list(MEASURES).index(m) for m in self.measures)
+        mine = torch.tensor([self.n_classes, self.k, self.n_bins, mask, code(self.labelled), code(self.with_loss)], device=dev)
+        rows = [t.tolist() for t in _all_gather(mine, group)]
+        for r, row in enumerate(rows):
+            if row[:4] != rows[0][:4]:
+                raise ValueError(f"Ranks 0 and {r} are set up differently: (n_classes, k, n_bins, measures bitmask) {rows[0][:4]} and {row[:4]}")
+        for i, name in ((4, 'targets'), (5, 'losses')):
+            known = {row[i] for row in rows if row[i] >= 0}
+            if len(known) > 1: raise ValueError(f"Some ranks streamed {name} and others did not")
+        labelled, with_loss = ({row[i] for row in rows if row[i] >= 0} for i in (4, 5))
+        self.labelled = bool(labelled.pop()) if labelled else None
+        self.with_loss = bool(with_loss.pop()) if with_loss else None
+
+    def compute(self):
+        "The figures: item count, predicted counts, confusion matrix (actual x predicted), kept top items per list"
+        if self.state is None: raise ValueError("Nothing was streamed: call update with at least one item first")
+        return _compute(self.state)
+
+# --- fastai: the callback that streams validation batches
+def _order(dl):
+    "Data set index of each item `dl` yields, in order (None: the position is the index), from its `get_idxs`"
+    get = getattr(dl, 'get_idxs', None)
+    if get is None:  # a torch DataLoader
+        sampler = getattr(dl, 'sampler', None)
+        if sampler is None or isinstance(sampler, torch.utils.data.SequentialSampler): return None
+        raise ValueError(f"Cannot trace the items of a DataLoader with a {type(sampler).__name__} back to the data set: use a sequential one")
+    if getattr(dl, 'shuffle', False) and not isinstance(get, _ConstantFunc):
+        raise ValueError("Cannot trace the items of a shuffled DataLoader back to the data set (its order is drawn anew at each "
+                         "pass): pass dl.new(shuffle=False), or use from_learner/get_preds, which fix the order")
+    idxs = list(get())
+    return None if any(i is None for i in idxs) else torch.tensor(idxs, dtype=torch.long)
+
+def _dataset_idxs(dl):
+    "Data set index of each item `dl` yields on this process, and which are real (not `DistributedDL` padding); None: positions"
+    if not _is_distributed(dl): return _order(dl), None
+    order = _order(dl.dl)
+    if order is None: raise ValueError("A DistributedDL over an unindexed data set: its items cannot be traced back to the data set")
+    # the arithmetic of DistributedDL.get_idxs: pad to a multiple of world_size by cycling from the start, one contiguous slice per rank
+    n, ws = len(order), dl.world_size
+    n_padded = math.ceil(n / ws) * ws
+    pos = torch.arange(dl.rank * n_padded // ws, (dl.rank + 1) * n_padded // ws)
+    return order[pos % n], pos < n
+
+def _as_classes(probs, decoded, targs, kind, thresh):
+    "A batch as `ClassificationInterpretation._from_probs` sees a whole set: (B, C) probabilities, (B,) predicted and target classes"
+    probs = probs.float()
+    if kind == 'multilabel':
+        if probs.ndim == 2 and probs.shape[1] > 1:
+            raise ValueError("Streaming interpretation is for single-label classifiers (softmax, or one sigmoid output); "
+                             "use the in-memory ClassificationInterpretation for a multi-label model")
+        p = probs.view(-1)  # one-output sigmoid: a binary classifier, shown as two classes
+        return torch.stack([1 - p, p], 1), (p > thresh).long(), None if targs is None else targs.view(-1).long()
+    if probs.ndim != 2: raise ValueError(f"Interpretation needs one row of class probabilities per item, got shape {tuple(probs.shape)}")
+    if targs is not None: targs = (targs.argmax(1) if targs.shape == probs.shape else targs.view(-1)).long()  # soft targets
+    if decoded is None or decoded.shape != probs.shape[:1]: decoded = probs.argmax(1)
+    return probs, decoded.long(), targs
+
+def _kind(probs):
+    "Kind of outputs an explicit `act` or an unregistered loss produced, as `_from_probs` decides it"
+    if probs.ndim == 2 and probs.shape[1] > 1 and bool(((probs.sum(1) - 1).abs() < 1e-3).all()): return 'multiclass'
+    if bool(((probs >= 0) & (probs <= 1)).all()): return 'multilabel'
+    raise ValueError("The outputs are not probabilities (they leave [0, 1]): register the loss's activation with "
+                     "fastinterp.register_activation, or pass act=")
+
+class StreamingCallback(Callback):
+    "Stream each validation batch into a `StreamingStats`: registry probabilities, per-item losses, data set indices"
+    order = 61  # after ProgressCallback (60), whose loss comment would hide the items/s; and after DistributedTrainer (11) wraps the DataLoader
+    run_train = False
+    def __init__(self,
+        k:int=100, # Items kept per list
+        n_bins:int=15, # Calibration bins
+        measures=tuple(MEASURES), # Uncertainty measures whose top `k` items are kept
+        act=None, # Override the loss's activation
+        with_loss:bool=True, # Keep the top losses (of batches with targets)
+    ):
+        store_attr('k,n_bins,measures,act,with_loss')
+        self.stats, self.items_per_s = None, None
+
+    def before_validate(self):
+        self.rec = activation_for(self.learn.loss_func) if self.act is None else None
+        if self.rec is not None and self.rec.kind == 'regression':
+            raise TypeError(f"Interpretation is for classifiers; {self.rec.loss} is a regression loss, so there are no classes to interpret.")
+        self.kind = self.rec and self.rec.kind
+        self.thresh = self.rec.thresh if self.rec is not None and self.rec.thresh is not None else getattr(self.learn.loss_func, 'thresh', 0.5)
+        self.idxs, self.real = _dataset_idxs(self.learn.dl)
+        self.stats, self.seen, self.start = None, 0, time.perf_counter()
+
+    def after_batch(self):
+        raw = to_detach(self.learn.pred, gather=False)  # this process's batch: processes merge once, at the end
+        bs = len(raw)
+        pos = slice(self.seen, self.seen + bs)
+        self.seen += bs
+        idxs = torch.arange(pos.start, pos.stop) if self.idxs is None else self.idxs[pos]
+        check_finite(raw)
+        probs, decoded = activate(self.learn, raw, self.act, self.rec)
+        targs = losses = None
+        if len(self.learn.yb):
+            targs = to_detach(detuplify(self.learn.yb), gather=False)
+            if self.with_loss: losses = self._losses(bs)
+        if self.kind not in ('multiclass', 'multilabel'): self.kind = _kind(probs)
+        probs, decoded, targs = _as_classes(probs, decoded, targs, self.kind, self.thresh)
+        if self.real is not None:
+            real = self.real[pos]
+            probs, decoded, idxs = probs[real], decoded[real], idxs[real]
+            targs, losses = (None if t is None else t[real] for t in (targs, losses))
+        if self.stats is None: self.stats = StreamingStats(probs.shape[1], self.k, self.n_bins, self.measures)
+        self.stats.update(probs, targs, losses, idxs, decoded)
+        self.items_per_s = self.stats.n / (time.perf_counter() - self.start)
+        pbar = getattr(getattr(self.learn, 'progress', None), 'pbar', None)
+        if pbar is not None: pbar.comment = f'{self.items_per_s:,.0f} items/s'
+
+    def _losses(self, bs):
+        "Per-item losses of the batch, as `get_preds(with_loss=True)` gathers them"
+        loss = self.learn.loss
+        if loss.ndim == 0:  # a validation that reduces the loss: compute it again per item, the way get_preds has it computed
+            with self.learn.loss_not_reduced(): loss = self.learn.loss_func(self.learn.pred, *self.learn.yb)
+        loss = loss if loss.numel() == bs else loss.view(bs, -1).mean(1)
+        return to_detach(loss, gather=False)
+
+    def after_validate(self):
+        if self.stats is None: return
+        # under a DistributedDL each process saw a slice of the data: merge them so every process has the figures of all of it
+        if _is_distributed(self.learn.dl) and dist.is_available() and dist.is_initialized(): self.stats.sync()
+
+def _broadcast(self, t, rank):
+    "Broadcast the list `t` from `rank`: as a CUDA tensor for nccl (which moves only those), a CPU one for gloo"
+    t = torch.tensor(t, dtype=torch.long, device=_comm_device())
+    dist.broadcast(t, rank)
+    return t.cpu().tolist()
+
+# fastai's DistributedDL moves the indices to CUDA whatever the backend, so it cannot run on a CPU with gloo
+if DistributedDL is not None: add_patch(DistributedDL, '_broadcast', _broadcast)
+
+# --- the interpretation built from streamed statistics
+class _Kept:
+    "Rows of the kept items, looked up by data set index"
+    def __init__(self, idxs, rows): self.pos, self.rows = {i: j for j, i in enumerate(idxs.tolist())}, rows
+    def __getitem__(self, i):
+        if isinstance(i, (int, np.integer)) or (torch.is_tensor(i) and i.ndim == 0): return self.rows[self.pos[int(i)]]
+        return self.rows[[self.pos[j] for j in show.idx_list(i)]]
+
+class _KeptItems:
+    "The kept items, shaped like the in-memory interpretation (indexed by data set index) for its titles and plots"
+    multilabel = False
+    _title, batch, items = ClassificationInterpretation._title, ClassificationInterpretation.batch, ClassificationInterpretation.items
+    def __init__(self, interp):
+        self.dl, self.vocab, self.labelled = interp.dl, interp.vocab, interp.labelled
+        lists = interp.res['top'].values()
+        idxs = torch.cat([kept['idx'] for kept in lists])
+        idxs, first = np.unique(idxs.numpy(), return_index=True)  # an item kept in several lists once
+        idxs = torch.from_numpy(idxs)
+        row = lambda f: _Kept(idxs, torch.cat([kept[f] for kept in lists])[torch.from_numpy(first)])
+        self.probs, self.decoded = row('probs'), row('decoded')
+        self.targs = row('targ') if self.labelled else None
+        self.losses = row('loss') if interp.stats.with_loss else None
+
+    def correct(self): return _Kept(torch.tensor(list(self.probs.pos)), self.decoded.rows == self.targs.rows)
+
+def _in_memory_only(view, why):
+    "A view that streamed statistics cannot answer: it raises, saying why and what to use"
+    def f(self, *args, **kwargs):
+        raise ValueError(f"{view} is not available from streamed statistics: it {why}, and streaming keeps only counts and the "
+                         f"top {self.k} items of each list. Build the in-memory interpretation for it: "
+                         f"ClassificationInterpretation.from_learner(learn)")
+    f.__name__, f.__doc__ = view, f"Not available from streamed statistics: {view} {why}"
+    return f
+
+class StreamingInterpretation:
+    "The views of `ClassificationInterpretation` that streamed statistics answer exactly, in constant memory; a clear error for the others"
+    multilabel = False  # streaming covers single-label classifiers
+    def __init__(self,
+        learn, # Model the statistics come from
+        dl, # `DataLoader` they were streamed over, to show the kept items
+        stats:StreamingStats, # The streamed statistics
+        vocab=None, # Class names; 0..C-1 if None
+        items_per_s:float|None=None, # Throughput of the streaming pass
+    ):
+        store_attr('learn,stats,items_per_s')
+        self.dl = dl.dl if _is_distributed(dl) else dl
+        self.res = stats.compute()
+        self.vocab = list(range(stats.n_classes)) if vocab is None else list(vocab)
+        self.n, self.k, self.labelled = self.res['n'], stats.k, bool(stats.labelled)
+
+    @classmethod
+    def from_learner(cls,
+        learn, # Model used to create the interpretation
+        ds_idx:int=1, # Index of `learn.dls` when `dl` is None
+        dl=None, # `DataLoader` to interpret; may be unlabelled, or a `DistributedDL` (each process streams its slice)
+        act=None, # Override the loss's activation
+        k:int=100, # Items kept per list (top losses, most uncertain by each measure)
+        n_bins:int=15, # Calibration bins
+        measures=tuple(MEASURES), # Uncertainty measures whose top `k` items are kept
+        progress:bool=True, # Show fastai's progress bar, with items/s
+    ):
+        "Stream one inference pass over `dl` into counts and the top `k` items: memory independent of the number of items"
+        if dl is None: dl = learn.dls[ds_idx].new(shuffle=False, drop_last=False)
+        distributed = _is_distributed(dl)
+        inner = dl.dl if distributed else dl
+        if len(inner) == 0 or len(inner.dataset) == 0: raise ValueError("Cannot interpret an empty DataLoader: it holds no items")
+        with_loss = _is_labelled(inner) and _per_item_loss(learn.loss_func)
+        cb = StreamingCallback(k, n_bins, measures, act, with_loss)
+        # the loss per item, computed as get_preds(with_loss=True) has it computed; nothing gathered (with_preds/with_targs off)
+        with learn.loss_not_reduced() if with_loss else nullcontext(), nullcontext() if progress else learn.no_bar():
+            # a DistributedDL is in data set order already, and `reorder` would rebuild it without its rank
+            stock_get_preds(learn, dl=dl, act=noop, cbs=[cb], with_preds=False, with_targs=False, reorder=not distributed)
+        return cls(learn, dl, cb.stats, _vocab(inner, cb.stats.n_classes), cb.items_per_s)
+
+    _need_labels = ClassificationInterpretation._need_labels
+    batch, items = ClassificationInterpretation.batch, ClassificationInterpretation.items
+
+    def _top(self, name, k, view):
+        "The first `k` kept items of list `name`; every kept one when `k` is None"
+        kept = self.res['top'][name]
+        m = len(kept['idx'])
+        if k is None: k = m
+        if k < 0: raise ValueError(f"k must be a number of items (0 or more), got {k}")
+        if k > m and m < self.n:
+            raise ValueError(f"{view}(k={k}) needs more items than were kept: the top {m} of {self.n:,}. "
+                             f"Stream with k={k} or more: from_learner(learn, streaming=True, k={k})")
+        return kept['score'][:k], kept['idx'][:k]
+
+    def top_losses(self,
+        k:int|None=None, # How many; every kept item if None
+        largest:bool=True, # Only the largest are kept
+        items:bool=False, # Also return the items
+    ):
+        "`k` largest losses and their data set indices"
+        self._need_labels('top_losses')
+        if not self.stats.with_loss: raise ValueError("No per-item losses were streamed: the loss takes no `reduction` argument")
+        if not largest: raise ValueError("top_losses(largest=False) needs the smallest losses, and streaming keeps the largest: "
+                                         "use the in-memory interpretation for it")
+        res = self._top('loss', k, 'top_losses')
+        return (*res, self.items(res[1])) if items else res
+
+    def most_uncertain(self,
+        k:int|None=None, # How many; every kept item if None
+        measure='entropy', # A name in the measures streamed
+        cls=None, # Not available from streamed statistics (None)
+        by:str='pred', # Unused without `cls`
+    ):
+        "`k` most uncertain items by `measure` and their scores"
+        if callable(measure):
+            raise ValueError("most_uncertain(measure=<callable>) scores every item with that function, and streaming kept the top "
+                             f"{self.k} by the named measures only ({', '.join(self.stats.measures)}): use one of them, "
+                             "or the in-memory interpretation")
+        if measure not in self.stats.measures:
+            raise ValueError(f"Measure {measure!r} was not streamed: the streamed measures are {', '.join(self.stats.measures)}")
+        if cls is not None:
+            raise ValueError(f"most_uncertain(cls={cls!r}) ranks the items of one class, and streaming kept the top {self.k} of all "
+                             "classes together: use the in-memory interpretation for it")
+        return self._top(measure, k, 'most_uncertain')
+
+    def confusion_matrix(self,
+        normalize:str|None=None, # None (counts), 'true' (rows), 'pred' (columns) or 'all', as in sklearn
+    ):
+        "Confusion matrix (actual x predicted), counted while streaming"
+        self._need_labels('confusion_matrix')
+        if normalize not in (None, 'true', 'pred', 'all'):
+            raise ValueError(f"normalize must be None, 'true', 'pred' or 'all', got {normalize!r}")
+        cm = self.res['confusion'].copy()
+        if normalize is None: return cm
+        with np.errstate(all='ignore'): cm = cm / cm.sum(axis={'true': 1, 'pred': 0, 'all': None}[normalize], keepdims=True)
+        return np.nan_to_num(cm)
+
+    most_confused = ClassificationInterpretation.most_confused
+    plot_confusion_matrix = ClassificationInterpretation.plot_confusion_matrix
+
+    @property
+    def accuracy(self):
+        "Share of items predicted right"
+        self._need_labels('accuracy')
+        return float(np.trace(self.res['confusion']) / self.n)
+
+    def per_class(self):
+        "Per class: items labelled (support) and predicted, right answers, recall (the class's accuracy) and precision"
+        df = pd.DataFrame({'class': self.vocab, 'predicted': self.res['pred_counts']})
+        if not self.labelled: return df
+        cm = self.res['confusion']
+        df.insert(1, 'support', cm.sum(1))
+        df['correct'] = np.diag(cm)
+        with np.errstate(all='ignore'):
+            df['recall'] = np.nan_to_num(df['correct'] / df['support'])
+            df['precision'] = np.nan_to_num(df['correct'] / df['predicted'])
+        return df
+
+    def classification_report(self, **kwargs):
+        "scikit-learn's classification report from the confusion counts: the same text as from every item"
+        self._need_labels('classification_report')
+        C = len(self.vocab)
+        actual, pred = np.divmod(np.arange(C * C), C)  # one (actual, predicted) pair per cell, weighted by its count
+        rep = skm.classification_report(actual, pred, labels=list(range(C)), sample_weight=self.res['confusion'].reshape(-1),
+                                        target_names=[str(v) for v in self.vocab], zero_division=0, **kwargs)
+        if not isinstance(rep, str): return rep
+        return re.sub(r'(\d+)\.0$', lambda m: '  ' + m.group(1), rep, flags=re.M)  # weighted supports print as 35.0: back to 35
+
+    def print_classification_report(self):
+        "Print scikit-learn's classification report"
+        print(self.classification_report())
+
+    def _kept_items(self): return _KeptItems(self)
+
+    def plot_top_losses(self, k=9, largest=True, **kwargs):
+        "Show the `k` kept items with the largest losses; title: predicted class and p, actual class and p, loss"
+        _, idxs = self.top_losses(k, largest)
+        view = self._kept_items()
+        return show.show_items(view, idxs, [view._title(i, loss=True) for i in idxs.tolist()], suptitle='Top losses', **kwargs)
+
+    def plot_most_uncertain(self, k=9, measure='entropy', cls=None, by='pred', n_classes:int=3, **kwargs):
+        "Show the `k` most uncertain kept items; title: the top classes and their probabilities"
+        scores, idxs = self.most_uncertain(k, measure, cls, by)
+        view = self._kept_items()
+        return show.show_items(view, idxs, [view._title(i, top=n_classes, score=(measure, s)) for i, s in zip(idxs.tolist(), scores.tolist())],
+                               suptitle=f'Most uncertain by {measure}', **kwargs)
+
+    to_df = _in_memory_only('to_df', 'holds one row per item')
+    uncertainty = _in_memory_only('uncertainty', 'returns the score of every item')
+    correct = _in_memory_only('correct', 'returns a flag for every item')
+    most_correct = _in_memory_only('most_correct', "ranks every item of a class by p(class)")
+    most_incorrect = _in_memory_only('most_incorrect', "ranks every item of a class by p(class)")
+    plot_most_correct = _in_memory_only('plot_most_correct', "ranks every item of a class by p(class)")
+    plot_most_incorrect = _in_memory_only('plot_most_incorrect', "ranks every item of a class by p(class)")
+    best_thresholds = _in_memory_only('best_thresholds', 'is for multi-label classifiers and sweeps every item')
+    __getitem__ = _in_memory_only('__getitem__', 'reads the cached prediction of any item')
