@@ -4,16 +4,14 @@ __all__ = ['TTACallback', 'TTAResult', 'MODES', 'tta', 'item_nll', 'class_target
 
 from contextlib import nullcontext
 
-import numpy as np, pandas as pd, torch
+import pandas as pd, torch
 import torch.nn.functional as F
 from fastcore.basics import store_attr
 from fasttransform import Pipeline
 from fastprogress.fastprogress import master_bar
-from fastai.callback.core import Callback
+from fastai.callback.core import Callback, event
 from fastai.learner import Learner, _ConstantFunc, _before_epoch
 from fastai.torch_core import to_detach, to_concat, detuplify, nested_reorder
-from fastai.data.load import DataLoader
-from fastai.callback.core import event
 import fastai.callback.progress  # Learner.no_bar, and the progress bar itself
 
 from .activations import activation_for
@@ -52,6 +50,7 @@ class TTACallback(Callback):
     def multilabel(self): return self.rec is not None and self.rec.kind == 'multilabel'
 
     def before_validate(self):
+        if self.n_passes and self.agg is None: raise ValueError("The aggregate was handed over by result(inplace=True): reset() before more passes")
         if self.rec is None: self.rec = activation_for(self.learn.loss_func)
         self.pos, self._targs, self.correct, self.nll, self.seen = 0, [], 0., 0., 0
 
@@ -101,16 +100,30 @@ class TTACallback(Callback):
     @property
     def value(self):
         "The aggregated probabilities: rows of a multiclass result sum to 1, multilabel values stay in [0, 1]"
-        if not self.n_passes: raise ValueError("No pass has run: there is nothing to aggregate")
-        if self.mode == 'mean': return self.agg / self.n_passes
-        if self.mode == 'gmean':
-            if self.multilabel: return torch.sigmoid((self.agg - self.agg_neg) / self.n_passes)  # p^(1/n) / (p^(1/n) + (1-p)^(1/n))
-            return self._renormalize(self.agg / self.n_passes, log=True)
-        return self.agg if self.multilabel else self._renormalize(self.agg)
+        return self.result()
 
-    def _renormalize(self, x, log=False):
-        if self.rec is None or self.rec.kind != 'multiclass': return x.exp() if log else x
-        return torch.softmax(x, self.rec.axis) if log else x / x.sum(self.rec.axis, keepdim=True)
+    def result(self,
+        inplace:bool=False, # Finish the aggregate in its own buffer (no copy); no further pass may be added then
+    ):
+        "The aggregated probabilities, as `value`; `inplace` saves the one N x C copy"
+        if not self.n_passes: raise ValueError("No pass has run: there is nothing to aggregate")
+        x = self.agg if inplace else self.agg.clone()
+        if inplace: self.agg = None
+        if self.mode == 'mean': return x.div_(self.n_passes)
+        if self.mode == 'gmean':
+            # multilabel: p^(1/n) / (p^(1/n) + (1-p)^(1/n)) per label, i.e. the sigmoid of the mean logit
+            if self.multilabel: return x.sub_(self.agg_neg).div_(self.n_passes).sigmoid_()
+            x.div_(self.n_passes)
+            if not self._multiclass: return x.exp_()
+            return self._renormalize(x.sub_(x.amax(self.rec.axis, keepdim=True)).exp_())  # a softmax of the mean log-probabilities
+        return self._renormalize(x) if self._multiclass else x
+
+    @property
+    def _multiclass(self): return self.rec is not None and self.rec.kind == 'multiclass'
+
+    def _renormalize(self, x):
+        "Rows of (nonnegative) `x` that sum to 1, in place"
+        return x.div_(x.sum(self.rec.axis, keepdim=True))
 
 class TTAResult(tuple):
     "(probabilities, targets) as fastai's `tta` returns them, with `report`: per-pass, un-augmented and TTA accuracy and NLL"
@@ -168,16 +181,19 @@ def tta(self:Learner,
             self.epoch = n
             _run_pass(self, plain_dl, plain, 1 if switches else None)
         finally: self(event.after_fit)
-    aug_p, preds, targs = aug.value, plain.value, plain.targs
-    if idxs is not None:
-        order = torch.tensor(idxs).argsort()
-        aug_p, preds, targs = nested_reorder((aug_p, preds, targs), order)
-    if beta is None: res = TTAResult(((aug_p, preds), targs))
-    else:
-        blend = torch.maximum(preds, aug_p) if mode == 'max' else torch.lerp(aug_p, preds, beta)
-        if mode == 'max' and rec.kind == 'multiclass': blend = blend / blend.sum(rec.axis, keepdim=True)
-        res = TTAResult((blend, targs))
-    res.report = _report(aug, plain, res[0] if beta is not None else None, targs, rec, mode, beta)
+    # every step below works in the two N x C buffers the passes filled: no n x N x C stack, no extra copy
+    aug_p, preds, targs = aug.result(inplace=True), plain.result(inplace=True), plain.targs
+    if beta is not None:
+        if mode == 'max':
+            aug_p = torch.maximum(aug_p, preds, out=aug_p)
+            if rec.kind == 'multiclass': aug_p.div_(aug_p.sum(rec.axis, keepdim=True))
+        else: aug_p.lerp_(preds, beta)
+        del preds
+    res = (aug_p, targs) if beta is not None else ((aug_p, preds), targs)
+    if idxs is not None and not torch.equal(order := torch.tensor(idxs).argsort(), torch.arange(len(order))):
+        res = nested_reorder(res, order)
+    res = TTAResult(res)
+    res.report = _report(aug, plain, res[0] if beta is not None else None, res[1], rec, mode, beta)
     return res
 
 def _report(aug, plain, blend, targs, rec, mode, beta):

@@ -123,6 +123,9 @@ def test_memory_is_one_buffer_whatever_n(learn):
             for _ in range(n): stock_get_preds(learn, dl=dl, cbs=[cb])
         assert cb.n_passes == n and cb.agg.shape == (len(dl.dataset), 10)
         torch.testing.assert_close(cb.value.sum(1), torch.ones(len(dl.dataset)), atol=1e-5, rtol=0)
+    kept = cb.value
+    torch.testing.assert_close(cb.result(inplace=True), kept)  # the buffer handed over, same numbers
+    with pytest.raises(ValueError, match=r'reset\(\) before more passes'): stock_get_preds(learn, dl=dl, cbs=[cb])
 
 @pytest.fixture(scope='module')
 def multilabel_learner(digits_vision, digits_path):
