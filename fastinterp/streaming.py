@@ -19,6 +19,7 @@ from .activations import activation_for
 from .preds import activate, stock_get_preds, add_patch
 from .uncertainty import MEASURES, check_finite
 from .interpret import ClassificationInterpretation, _is_labelled, _per_item_loss, _vocab
+from .calibration import CalibrationBins, calibration_bins, ece_from_bins, mce_from_bins
 from . import show
 
 try: from fastai.distributed import DistributedDL
@@ -27,7 +28,7 @@ except (ImportError, NameError): DistributedDL = None  # fastai.distributed cann
 def _is_distributed(dl): return DistributedDL is not None and isinstance(dl, DistributedDL)
 
 # --- the functional core: a state is a dict of tensors; `_REDUCE` says how each entry combines across batches and processes
-_REDUCE = {'n': 'sum', 'pred_counts': 'sum', 'confusion': 'sum', 'top': 'topk'}
+_REDUCE = {'n': 'sum', 'pred_counts': 'sum', 'confusion': 'sum', 'top': 'topk', **{f'bins_{f}': 'sum' for f in CalibrationBins._fields}}
 _KEPT = ('score', 'idx', 'probs', 'decoded', 'targ', 'loss')  # what is kept of each top item: enough to show it
 
 def _no_items(n_classes, device=None):
@@ -36,10 +37,12 @@ def _no_items(n_classes, device=None):
     return {'score': torch.empty(0, **flt), 'idx': torch.empty(0, **long), 'probs': torch.empty(0, n_classes, **flt),
             'decoded': torch.empty(0, **long), 'targ': torch.empty(0, **long), 'loss': torch.empty(0, **flt)}
 
-def _init_state(n_classes, lists, device=None):
-    "The state of no items: zero counts, empty top-k lists"
-    z = lambda *shape: torch.zeros(*shape, dtype=torch.long, device=device)
-    return {'n': z(()), 'pred_counts': z(n_classes), 'confusion': z(n_classes, n_classes),
+def _init_state(n_classes, n_bins, lists, device=None):
+    "The state of no items: zero counts and bin sums, empty top-k lists"
+    z = lambda *shape, dtype=torch.long: torch.zeros(*shape, dtype=dtype, device=device)
+    # calibration_bins' layout: n_bins + 1 bins (the last holds a confidence of exactly 1), int64 counts, float64 sums
+    bins = {'bins_count': z(n_bins + 1), 'bins_confidence': z(n_bins + 1, dtype=torch.float64), 'bins_correct': z(n_bins + 1, dtype=torch.float64)}
+    return {'n': z(()), 'pred_counts': z(n_classes), 'confusion': z(n_classes, n_classes), **bins,
             'top': {l: _no_items(n_classes, device) for l in lists}}
 
 def _select(a, b, k):
@@ -65,12 +68,15 @@ def _update(state, # State before the batch
         idxs, # (B,) item indices
         decoded, # (B,) predicted classes
         k:int, # Items kept per list
+        n_bins:int, # Calibration bins
     ):
     "A new state: `state` with the batch counted and each top-`k` list merged with the batch's candidates"
     C = probs.shape[1]
-    new = {'n': state['n'] + len(probs), 'pred_counts': state['pred_counts'] + torch.bincount(decoded, minlength=C),
-           'confusion': state['confusion'], 'top': dict(state['top'])}
-    if targs is not None: new['confusion'] = state['confusion'] + torch.bincount(targs * C + decoded, minlength=C*C).view(C, C)
+    new = {**state, 'n': state['n'] + len(probs), 'pred_counts': state['pred_counts'] + torch.bincount(decoded, minlength=C),
+           'top': dict(state['top'])}
+    if targs is not None:
+        new['confusion'] = state['confusion'] + torch.bincount(targs * C + decoded, minlength=C*C).view(C, C)
+        for f, v in calibration_bins(probs, targs, n_bins)._asdict().items(): new[f'bins_{f}'] = state[f'bins_{f}'] + v
     if k == 0: return new
     rows = {'probs': probs, 'decoded': decoded, 'idx': idxs,
             'targ': targs if targs is not None else torch.full_like(decoded, -1),
@@ -91,6 +97,7 @@ def _compute(state):
     "Figures from a state: counts as numpy arrays, kept items as CPU tensors"
     cpu = lambda t: t.detach().cpu()
     return {'n': int(state['n']), 'pred_counts': cpu(state['pred_counts']).numpy(), 'confusion': cpu(state['confusion']).numpy(),
+            'calibration_bins': CalibrationBins(*(cpu(state[f'bins_{f}']) for f in CalibrationBins._fields)),
             'top': {l: {f: cpu(v) for f, v in kept.items()} for l, kept in state['top'].items()}}
 
 # --- torch.distributed
@@ -162,8 +169,8 @@ class StreamingStats:
         probs, targs, losses, idxs, decoded = self._check(probs, targs, losses, idxs, decoded)
         if not len(probs): return self
         self._flags(targs is not None, losses is not None)
-        if self.state is None: self.state = _init_state(self.n_classes, self._lists(), probs.device)
-        self.state = _update(self.state, probs, targs, losses, idxs, decoded, self.k)
+        if self.state is None: self.state = _init_state(self.n_classes, self.n_bins, self._lists(), probs.device)
+        self.state = _update(self.state, probs, targs, losses, idxs, decoded, self.k, self.n_bins)
         return self
 
     def _check(self, probs, targs, losses, idxs, decoded):
@@ -228,7 +235,7 @@ class StreamingStats:
         here = self.state['n'].device if self.state is not None else torch.device('cpu')
         self._sync_setup(dev, group)
         state = {key: (v.to(dev) if torch.is_tensor(v) else {l: {f: t.to(dev) for f, t in kept.items()} for l, kept in v.items()})
-                 for key, v in (self.state or _init_state(self.n_classes, self._lists(), dev)).items()}
+                 for key, v in (self.state or _init_state(self.n_classes, self.n_bins, self._lists(), dev)).items()}
         res = {}
         for key, how in _REDUCE.items():
             if how == 'sum':
@@ -262,7 +269,7 @@ class StreamingStats:
         self.with_loss = bool(with_loss.pop()) if with_loss else None
 
     def compute(self):
-        "The figures: item count, predicted counts, confusion matrix (actual x predicted), kept top items per list"
+        "The figures: item count, predicted counts, confusion matrix (actual x predicted), calibration bins, kept top items per list"
         if self.state is None: raise ValueError("Nothing was streamed: call update with at least one item first")
         return _compute(self.state)
 
@@ -533,6 +540,17 @@ class StreamingInterpretation:
             df['recall'] = np.nan_to_num(df['correct'] / df['support'])
             df['precision'] = np.nan_to_num(df['correct'] / df['predicted'])
         return df
+
+    def calibration(self,
+        n_bins:int|None=None, # Must be the number streamed (None: that one): bins cannot be cut again
+    ):
+        "ECE, MCE and accuracy from the streamed calibration bins, as `calibration_metrics` computes them from every item"
+        self._need_labels('calibration')
+        if n_bins is not None and n_bins != self.stats.n_bins:
+            raise ValueError(f"The confidences were binned into n_bins={self.stats.n_bins} while streaming and cannot be cut again into "
+                             f"{n_bins}: stream with n_bins={n_bins}")
+        b = self.res['calibration_bins']
+        return {'ece': float(ece_from_bins(b)), 'mce': float(mce_from_bins(b)), 'accuracy': float(b.correct.sum()) / self.n}
 
     def classification_report(self, **kwargs):
         "scikit-learn's classification report from the confusion counts: the same text as from every item"
