@@ -1,8 +1,8 @@
-"The `fastinterp` command: `fastinterp demo` shows what stock fastai and fastinterp return for one model"
+"The `fastinterp` command: `demo` trains on the digits and writes a report; `report` writes one for your exported learner"
 
-__all__ = ['main', 'demo']
+__all__ = ['main', 'demo', 'report', 'read_items', 'labelled_dl', 'BadInput']
 
-import argparse, sys, tempfile, time, warnings
+import argparse, importlib, pickle, re, sys, tempfile, types, warnings
 from pathlib import Path
 
 LOSSES = {  # --loss choices: how users commonly write a classification loss
@@ -11,51 +11,272 @@ LOSSES = {  # --loss choices: how users commonly write a classification loss
     'ce-flat':  lambda: __import__('fastai.losses', fromlist=['x']).CrossEntropyLossFlat(),
     'focal':    lambda: __import__('fastai.losses', fromlist=['x']).FocalLoss(),
 }
+DEFAULT_OUT = 'fastinterp-report'
+# Mild enough for 8x8 digits that the augmented passes of TTA stay close to the plain one
+DEMO_AUG = dict(do_flip=False, max_rotate=8., max_zoom=1.05, max_warp=0., max_lighting=0.1, p_affine=0.5)
+
+class BadInput(Exception):
+    "Input the command cannot use: reported as one line on stderr, exit status 1"
 
 def _row(name, stock, ours, w=28): return f"  {name:<{w}}{stock:<30}{ours}"
 
-def demo(data=None, # Folder for the digits PNGs; a temporary one if None
-        epochs:int=2, # Epochs to train
-        loss:str='ce', # Key of `LOSSES`
-        out=sys.stdout,
-    ):
-    "Train a small CNN on the digits with a plain PyTorch loss; print stock fastai's get_preds beside fastinterp's"
-    import torch
-    import fastinterp
-    from fastinterp.data import digits_folder, digits_learner
-    from fastinterp.preds import stock_get_preds
-    data = Path(data or Path(tempfile.gettempdir())/'fastinterp-digits')
-    p = lambda *a: print(*a, file=out)
-    p(f"Digits (scikit-learn, 1,797 8x8 images) as a PNG folder in {digits_folder(data)}")
-    learn = digits_learner(data, loss_func=LOSSES[loss]())
-    p(f"Training a small CNN for {epochs} epoch(s) with loss_func={learn.loss_func!r} ...")
-    t0 = time.time()
-    learn.fit_one_cycle(epochs, 1e-2)
-    p(f"trained in {time.time()-t0:.1f}s\n")
+def _stock_rows(learn):
+    "Rows (what, stock fastai, fastinterp) of `get_preds` on the validation set, stock fastai's beside fastinterp's"
+    from .preds import stock_get_preds
     with learn.no_bar():
         sp, st, sd = stock_get_preds(learn, with_decoded=True)
         fp, ft, fd = learn.get_preds(with_decoded=True)
     fmt = lambda t: '[' + ', '.join(f'{float(v):.2f}' for v in t) + ']'
     def acc(d): return f"{(d == st).float().mean():.4f}" if d.ndim == 1 else 'n/a (not class indices)'
-    p(_row('', 'stock fastai 2.8', 'with fastinterp'))
-    p(_row('probs[0][:4]', fmt(sp[0][:4]), fmt(fp[0][:4])))
-    p(_row('row sums (first 3)', fmt(sp.sum(1)[:3]), fmt(fp.sum(1)[:3])))
-    p(_row('values in [0, 1]', str(bool((sp >= 0).all() and (sp <= 1).all())), str(bool((fp >= 0).all() and (fp <= 1).all()))))
-    p(_row('decoded[:5]', (fmt(sd[0][:2])[:-1] + ', ...]') if sd.ndim > 1 else str(sd[:5].tolist()), str(fd[:5].tolist())))
-    p(_row('decoded shape', str(tuple(sd.shape)), str(tuple(fd.shape))))
-    p(_row('accuracy of decoded', acc(sd), acc(fd)))
-    p(f"\ntargets[:5] = {st[:5].tolist()}; activation used: {fastinterp.activation_for(learn.loss_func).name}")
+    in01 = lambda p: str(bool((p >= 0).all() and (p <= 1).all()))
+    return [('probs[0][:4]', fmt(sp[0][:4]), fmt(fp[0][:4])),
+            ('row sums (first 3)', fmt(sp.sum(1)[:3]), fmt(fp.sum(1)[:3])),
+            ('values in [0, 1]', in01(sp), in01(fp)),
+            ('decoded[:5]', (fmt(sd[0][:2])[:-1] + ', ...]') if sd.ndim > 1 else str(sd[:5].tolist()), str(fd[:5].tolist())),
+            ('decoded shape', str(tuple(sd.shape)), str(tuple(fd.shape))),
+            ('accuracy of decoded', acc(sd), acc(fd))]
+
+def _tta(learn, dl, n, p):
+    "The TTA report of `n` augmented passes over `dl` (None when n is 0)"
+    if not n: return None
+    p(f"Test-time augmentation: {n} augmented passes and the plain one")
+    res = learn.tta(dl=dl, n=n).report
+    if res is not None: p(res.to_string(float_format='{:.4f}'.format))
+    return res
+
+def demo(out=DEFAULT_OUT, # Folder to write the report into
+        data=None, # Folder for the digits PNGs; a temporary one if None
+        epochs:int=4, # Epochs to train
+        loss:str='ce', # Key of `LOSSES`
+        k:int=9, # Items in each gallery of the report
+        tta:int=4, # Augmented passes of test-time augmentation; 0: none
+        file=None, # Where to print; stdout if None
+    ):
+    "Train a small CNN on the digits with a plain PyTorch loss, print stock fastai's get_preds beside fastinterp's, write the report"
+    import fastinterp
+    from .data import digits_folder, digits_learner
+    from .interpret import ClassificationInterpretation
+    from .report import write_report
+    from fastai.vision.augment import aug_transforms
+    data = Path(data or Path(tempfile.gettempdir())/'fastinterp-digits')
+    p = lambda *a: print(*a, file=file or sys.stdout, flush=True)
+    p(f"Digits (scikit-learn, 1,797 8x8 images) as a PNG folder in {digits_folder(data)}")
+    learn = digits_learner(data, loss_func=LOSSES[loss](), batch_tfms=aug_transforms(**DEMO_AUG))
+    p(f"Training a small CNN for {epochs} epoch(s) with loss_func={learn.loss_func!r}, light augmentation")
+    learn.fit_one_cycle(epochs, 1e-2)
+    rows = _stock_rows(learn)
+    p('\n' + _row('', 'stock fastai 2.8', 'with fastinterp'))
+    for r in rows: p(_row(*r))
+    p(f"\nactivation used: {fastinterp.activation_for(learn.loss_func).name}\n")
+    p("Interpreting the validation set")
+    interp = ClassificationInterpretation.from_learner(learn)
+    tta_report = _tta(learn, interp.dl, tta, p)
+    path = write_report(interp, out, k=k, title='fastinterp demo: digits', data=data/'valid', stock=rows, tta=tta_report)
+    p(f"\nReport: {path.resolve()}")
+    return learn, path
+
+# --- `fastinterp report`: reading the data
+
+def _readable(f):
+    "Whether the image file `f` exists and decodes"
+    from PIL import Image
+    try:
+        with Image.open(f) as im: im.load()
+        return True
+    except Exception: return False  # PIL raises many kinds of error for a broken file: any of them means skip it
+
+def read_items(data, # An image folder (labels: parent folder names), or a CSV of items and labels
+        item_col=None, # CSV: column of the image paths (default: the first), relative to the CSV's folder
+        label_col=None, # CSV: column of the labels (default: the second, if any)
+        unlabelled:bool=False, # Ignore the labels
+    ):
+    "(items, labels or None, skipped): the images of `data` that can be read, their labels, and those that cannot"
+    data = Path(data)
+    if not data.exists(): raise BadInput(f"no such file or folder: {data}")
+    items, labels = _read_csv(data, item_col, label_col) if data.is_file() else _read_folder(data)
+    ok = [_readable(f) for f in items]
+    skipped = [f for f, o in zip(items, ok) if not o]
+    if not any(ok): raise BadInput(f"none of the {len(items)} images listed in {data} can be read")
+    items = [f for f, o in zip(items, ok) if o]
+    if labels is not None: labels = [l for l, o in zip(labels, ok) if o]
+    return items, None if unlabelled else labels, skipped
+
+def _read_folder(data):
+    from fastai.data.transforms import get_image_files
+    files = list(get_image_files(data))
+    if not files: raise BadInput(f"no images in {data} (looked for image files in it and its subfolders)")
+    loose = [f for f in files if f.parent == data]
+    if len(loose) == len(files): return files, None  # no class folders: unlabelled
+    if loose: raise BadInput(f"{len(loose)} image(s) sit directly in {data}, outside any class folder (e.g. {loose[0].name}): "
+                             f"move them into a folder named after their class, or pass --unlabelled")
+    return files, [f.parent.name for f in files]
+
+def _read_csv(data, item_col, label_col):
+    import pandas as pd
+    try: df = pd.read_csv(data, dtype=str, keep_default_na=False)
+    except Exception as e: raise BadInput(f"cannot read {data} as a CSV ({e})") from None
+    if df.empty: raise BadInput(f"{data} has no rows")
+    cols = list(df.columns)
+    for name, c in (('--item-col', item_col), ('--label-col', label_col)):
+        if c is not None and c not in cols: raise BadInput(f"{data} has no column {c!r} ({name}); its columns: {', '.join(cols)}")
+    item_col = item_col or cols[0]
+    label_col = label_col or (cols[1] if len(cols) > 1 and cols[1] != item_col else None)
+    items = [f if f.is_absolute() else data.parent/f for f in map(Path, df[item_col])]
+    if label_col is None: return items, None
+    labels = df[label_col].str.strip().tolist()
+    if missing := sum(l == '' for l in labels): raise BadInput(f"{missing} row(s) of {data} have no {label_col!r}: label them, or pass --unlabelled")
+    return items, labels
+
+# --- `fastinterp report`: the learner and its DataLoader
+
+def _import(modules):
+    "Import `modules` and make their names visible in `__main__`, where a learner exported from a notebook or script looks for them"
+    if not modules: return
+    main = sys.modules['__main__']
+    sys.path.insert(0, '.')  # as `python -c` would: a module beside the user's files imports
+    for m in modules:
+        try: mod = importlib.import_module(m)
+        except Exception as e: raise BadInput(f"cannot import {m} (--import): {type(e).__name__}: {e}") from None
+        for k, v in vars(mod).items():
+            if not k.startswith('_') and not hasattr(main, k): setattr(main, k, v)
+
+class _Missing(Exception):
+    "A class or function a pickle refers to that cannot be found here"
+
+class _Unpickler(pickle.Unpickler):
+    "Says which class or function it cannot find, as an error fastai's load_learner does not swallow (it swallows ImportError)"
+    def find_class(self, module, name):
+        try: return super().find_class(module, name)
+        except (ImportError, AttributeError) as e: raise _Missing(module, name, e) from None
+
+_pickle = types.ModuleType('pickle')  # what torch.load takes as `pickle_module`: pickle, with our Unpickler
+_pickle.__dict__.update({k: v for k, v in vars(pickle).items() if not k.startswith('__')}, Unpickler=_Unpickler)
+
+def _load(fname, # A file written by `learn.export()`
+        imports=(), # Modules defining the custom classes or functions the learner was exported with
+    ):
+    "`load_learner(fname)`, with every way it can fail as one `BadInput` line"
+    from fastai.learner import Learner, load_learner
+    fname = Path(fname)
+    if not fname.exists(): raise BadInput(f"no such file: {fname}")
+    if fname.is_dir(): raise BadInput(f"{fname} is a folder; give the file written by learn.export()")
+    _import(imports)
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message='load_learner` uses Python')  # the user asked to load this file
+        try: learn = load_learner(fname, pickle_module=_pickle)
+        except Exception as e: raise BadInput(_load_error(fname, e)) from None
+    if not isinstance(learn, Learner):
+        raise BadInput(f"{fname} holds a {type(learn).__name__}, not a fastai Learner saved with learn.export()")
     return learn
+
+def _load_error(fname, e):
+    if isinstance(e, _Missing):
+        module, name, err = e.args
+        if module.endswith('__main__'):
+            return (f"{fname} needs {name}, defined in the script or notebook that exported the learner (__main__) and not "
+                    f"here: put it in a module (e.g. mycode.py) and pass --import mycode")
+        if isinstance(err, ModuleNotFoundError):
+            return (f"{fname} needs module {err.name} (where {name}, which the learner was exported with, is defined), which "
+                    f"cannot be imported here: run from its folder with --import {module}, or add its folder to PYTHONPATH")
+        return f"{fname} needs {name} from module {module}, which does not define it here ({type(err).__name__}: {err})"
+    msg = str(e).strip()
+    if m := re.match(r"'(\w+)' object has no attribute 'dls'", msg):  # load_learner moves the `dls` of whatever it unpickled
+        return f"{fname} holds a {m[1]}, not a fastai Learner saved with learn.export()"
+    return f"cannot load {fname} as a fastai learner: {type(e).__name__}" + (f": {msg.splitlines()[0]}" if msg else '')
+
+def labelled_dl(learn, # A `Learner` built with fastai's data API
+        items, # Inputs, as the learner's data takes them (image paths)
+        labels=None, # Their labels, as written in the learner's vocab; None: unlabelled
+    ):
+    "A `DataLoader` of `items` (and `labels`) through the learner's own validation transforms"
+    from fastai.data.core import Datasets
+    from fastai.data.transforms import Categorize
+    dls = learn.dls
+    ds = getattr(dls, 'valid_ds', None)
+    if not isinstance(ds, Datasets) or not ds.tls:
+        raise BadInput("the learner's data was not built with fastai's data API (DataBlock, ImageDataLoaders), "
+                       "so there is no pipeline to read images with")
+    try:
+        if labels is None: return dls.test_dl(items)
+        y = ds.tls[-1].tfms.fs
+        if len(ds.tls) != 2 or not y or type(y[-1]) is not Categorize:
+            raise BadInput("labelled reports are for single-label classifiers (a Categorize target); pass --unlabelled")
+        _check_labels(labels, dls.vocab)
+        # fastai's test_set with labels, each pipeline given its own items: paths to the input, labels to the target
+        tls = [tl._new(o, split_idx=1) for tl, o in zip(ds.tls, (items, labels))]
+        for tl, o in zip(tls, (items, labels)): tl.tfms.fs = tl.tfms.fs[tl.infer_idx(o[0]):]
+        return dls.valid.new(Datasets(tls=tls))
+    except AssertionError as e: raise BadInput(f"the learner's pipeline does not take these items: {str(e).splitlines()[0]}") from None
+
+def _check_labels(labels, vocab):
+    "Labels the learner does not know are an error naming them"
+    known = {str(v) for v in vocab}
+    unknown = sorted(set(map(str, labels)) - known)
+    if not unknown: return
+    show = lambda xs: ', '.join(repr(x) for x in xs[:10]) + (f' and {len(xs) - 10} more' if len(xs) > 10 else '')
+    raise BadInput(f"labels the learner does not know: {show(unknown)} (it knows {show(sorted(known))}); "
+                   f"pass --unlabelled for the uncertainty part only")
+
+def report(learner, # File written by `learn.export()`
+        data, # Image folder labelled by parent folder name, or CSV of items and labels
+        out=DEFAULT_OUT, # Folder to write the report into
+        tta:int=0, # Augmented passes of test-time augmentation; 0: none
+        k:int=9, # Items in each gallery
+        item_col=None, label_col=None, # CSV columns (default: the first two)
+        unlabelled:bool=False, # Ignore labels: the uncertainty part only
+        imports=(), # Modules defining the learner's custom classes or functions
+        file=None, # Where to print; stdout if None
+    ):
+    "Write the report of an exported learner on the images of `data`"
+    from .interpret import ClassificationInterpretation
+    from .report import write_report
+    p = lambda *a: print(*a, file=file or sys.stdout, flush=True)
+    learn = _load(learner, imports)
+    items, labels, skipped = read_items(data, item_col, label_col, unlabelled)
+    p(f"{len(items):,} images from {data}" + (f"; {len(skipped):,} could not be read and are skipped (listed in the report)" if skipped else '')
+      + ('' if labels else '; no labels: the uncertainty part only'))
+    vocab = {str(v): v for v in learn.dls.vocab}
+    dl = labelled_dl(learn, items, None if labels is None else [vocab.get(l, l) for l in labels])
+    try: interp = ClassificationInterpretation.from_learner(learn, dl=dl)
+    except (ValueError, TypeError) as e: raise BadInput(f"cannot interpret {learner}: {e}") from None
+    if interp.labelled: p(f"accuracy {float(interp.correct().float().mean()):.4f} on {len(items):,} items")
+    tta_report = _tta(learn, dl, tta, p)
+    path = write_report(interp, out, k=k, data=data, skipped=skipped, tta=tta_report)
+    p(f"\nReport: {path.resolve()}")
+    return path
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog='fastinterp', description=__doc__)
     sub = parser.add_subparsers(dest='cmd', required=True)
-    d = sub.add_parser('demo', help='train on the digits and compare stock fastai with fastinterp')
+    d = sub.add_parser('demo', help='train on the digits, compare stock fastai with fastinterp, write a report')
+    d.add_argument('--out', default=DEFAULT_OUT, help=f'folder to write the report into (default ./{DEFAULT_OUT})')
     d.add_argument('--data', help='folder for the digits PNGs (default: a temporary folder)')
-    d.add_argument('--epochs', type=int, default=2, help='epochs to train (default 2)')
+    d.add_argument('--epochs', type=int, default=4, help='epochs to train (default 4)')
     d.add_argument('--loss', choices=sorted(LOSSES), default='ce', help='loss to train with (default ce: nn.CrossEntropyLoss())')
+    d.add_argument('--k', type=int, default=9, help='items in each gallery (default 9)')
+    d.add_argument('--tta', type=int, default=4, metavar='N', help='test-time augmentation with N augmented passes (default 4; 0: none)')
+    r = sub.add_parser('report', help='write the report of an exported learner on a folder or CSV of images',
+                       description='LEARNER is unpickled: only load files you trust.')
+    r.add_argument('learner', metavar='LEARNER.pkl', help='file written by learn.export()')
+    r.add_argument('data', metavar='DATA', help='image folder labelled by the name of each image\'s folder (images directly '
+                   'in DATA: unlabelled), or a CSV with a header: image paths (relative to the CSV) and labels')
+    r.add_argument('--out', default=DEFAULT_OUT, help=f'folder to write the report into (default ./{DEFAULT_OUT})')
+    r.add_argument('--tta', type=int, default=0, metavar='N', help='test-time augmentation with N augmented passes (default 0: none)')
+    r.add_argument('--k', type=int, default=9, help='items in each gallery (default 9)')
+    r.add_argument('--item-col', help='CSV column of the image paths (default: the first column)')
+    r.add_argument('--label-col', help='CSV column of the labels (default: the second column; none: unlabelled)')
+    r.add_argument('--unlabelled', action='store_true', help='ignore the labels: report the uncertainty part only')
+    r.add_argument('--import', dest='imports', action='append', default=[], metavar='MODULE',
+                   help='import MODULE first: where the custom loss or functions the learner was exported with live')
     args = parser.parse_args(argv)
+    if args.k < 1: parser.error(f'--k must be 1 or more, got {args.k}')
+    if args.tta < 0: parser.error(f'--tta must be 0 or more, got {args.tta}')
     warnings.filterwarnings('ignore', category=FutureWarning)
-    if args.cmd == 'demo': demo(args.data, args.epochs, args.loss)
+    try:
+        if args.cmd == 'demo': demo(args.out, args.data, args.epochs, args.loss, args.k, args.tta)
+        else: report(args.learner, args.data, args.out, args.tta, args.k, args.item_col, args.label_col, args.unlabelled, args.imports)
+    except BadInput as e:
+        print(f"fastinterp {args.cmd}: error: {e}", file=sys.stderr)
+        sys.exit(1)
 
 if __name__ == '__main__': main()

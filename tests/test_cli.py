@@ -1,20 +1,175 @@
-"The `fastinterp demo` command trains on the digits and shows stock fastai beside fastinterp"
-import io, subprocess, sys
-import pytest
+"The `fastinterp` command: `demo` and `report` end to end, and one clear line for every bad input"
+import io, os, subprocess, sys, textwrap
+import numpy as np, pandas as pd, pytest, torch
 
-from fastinterp.cli import demo
+from fastinterp.cli import main
+from conftest import raw_outputs
 
-def test_demo_prints_the_comparison(digits_path):
-    out = io.StringIO()
-    learn = demo(digits_path, epochs=1, out=out)
-    text = out.getvalue()
+def run(argv, capsys):
+    "Run the command in this process: (exit status, stdout, stderr)"
+    try: main([str(a) for a in argv]); code = 0
+    except SystemExit as e: code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+def report_files(out):
+    return {'report.html', 'predictions.csv', 'top_losses.png', 'most_uncertain.png', 'confusion_matrix.png'} <= {p.name for p in out.iterdir()}
+
+def test_demo_writes_the_report_and_prints_the_comparison(digits_path, tmp_path, capsys):
+    code, text, _ = run(['demo', '--out', tmp_path/'rep', '--data', digits_path, '--epochs', 1, '--tta', 2, '--k', 4], capsys)
+    assert code == 0 and report_files(tmp_path/'rep')
     rows = {l.split('  ')[1].strip(): l for l in text.splitlines() if l.startswith('  ') and l.strip()}
     assert '[1.00, 1.00, 1.00]' in rows['row sums (first 3)']
-    assert rows['values in [0, 1]'].split()[-1] == 'True' and rows['values in [0, 1]'].split()[-2] == 'False'
+    assert rows['values in [0, 1]'].split()[-2:] == ['False', 'True']
     acc = float(rows['accuracy of decoded'].split()[-1])
     assert 0.5 < acc <= 1 and 'n/a' in rows['accuracy of decoded']
     assert 'activation used: softmax' in text
+    html = (tmp_path/'rep'/'report.html').read_text()
+    assert 'What stock fastai shows' in html and 'Test-time augmentation' in html and 'pass 2' in html
+    assert f"Report: {(tmp_path/'rep'/'report.html').resolve()}" in text
 
 def test_command_line_rejects_an_unknown_loss():
     r = subprocess.run([sys.executable, '-m', 'fastinterp.cli', 'demo', '--loss', 'nope'], capture_output=True, text=True)
     assert r.returncode == 2 and "invalid choice: 'nope'" in r.stderr
+
+@pytest.fixture(scope='module')
+def exported(digits_vision, tmp_path_factory):
+    "The session's digits CNN exported, and its accuracy on the validation set computed by hand"
+    path = tmp_path_factory.mktemp('learner')/'digits.pkl'
+    digits_vision.export(path)
+    raw = raw_outputs(digits_vision, digits_vision.dls.valid)
+    targs = torch.cat([b[1] for b in digits_vision.dls.valid]).cpu().as_subclass(torch.Tensor)
+    return path, float((raw.argmax(1) == targs).float().mean())
+
+def test_report_on_a_labelled_folder(exported, digits_path, tmp_path, capsys):
+    pkl, acc = exported
+    code, text, err = run(['report', pkl, digits_path/'valid', '--out', tmp_path, '--k', 3, '--tta', 1], capsys)
+    assert code == 0 and report_files(tmp_path)
+    assert f"accuracy {acc:.4f} on 359 items" in text and 'pass 1' in text
+    df = pd.read_csv(tmp_path/'predictions.csv')
+    assert len(df) == 359 and (df['target'] == df['prediction']).mean() == pytest.approx(acc)
+
+@pytest.fixture(scope='module')
+def flat_csv(digits_path, tmp_path_factory):
+    "A CSV of item and label columns over a flat folder (no class folders: labels come from the CSV alone), one file broken"
+    d = tmp_path_factory.mktemp('flat')
+    files = sorted((digits_path/'valid').glob('*/*.png'))[::3]
+    for f in files: (d/'img'/f.name).parent.mkdir(exist_ok=True); (d/'img'/f.name).write_bytes(f.read_bytes())
+    (d/'img'/'broken.png').write_bytes(b'not a png')
+    rows = [(f'img/{f.name}', f.parent.name) for f in files] + [('img/broken.png', '3')]
+    pd.DataFrame(rows, columns=['file', 'digit']).to_csv(d/'labels.csv', index=False)
+    return d/'labels.csv', [int(f.parent.name) for f in files]
+
+def test_report_on_a_csv_skips_unreadable_images(exported, flat_csv, tmp_path, capsys):
+    pkl, _ = exported
+    csv, targs = flat_csv
+    code, text, err = run(['report', pkl, csv, '--out', tmp_path, '--k', 3], capsys)
+    assert code == 0 and report_files(tmp_path), err
+    assert f"{len(targs)} images from {csv}; 1 could not be read and are skipped" in text
+    df = pd.read_csv(tmp_path/'predictions.csv')
+    np.testing.assert_array_equal(df['target'], targs)
+    assert 'broken.png' in (tmp_path/'report.html').read_text()
+
+def test_report_unlabelled(exported, digits_path, flat_csv, tmp_path, capsys):
+    pkl, _ = exported
+    csv, targs = flat_csv
+    for argv, n in [([csv.parent/'img'], len(targs)), ([csv, '--label-col', 'file', '--unlabelled'], len(targs))]:
+        code, text, err = run(['report', pkl, *argv, '--out', tmp_path, '--k', 2], capsys)
+        assert code == 0, err
+        assert 'no labels: the uncertainty part only' in text
+        html = (tmp_path/'report.html').read_text()
+        assert 'id="most-uncertain"' in html and 'id="top-losses"' not in html and 'id="confusion-matrix"' not in html
+        assert len(pd.read_csv(tmp_path/'predictions.csv')) == n
+
+CUSTOM = """
+import torch.nn as nn
+class MyLoss(nn.CrossEntropyLoss): pass
+"""
+
+@pytest.fixture(scope='module')
+def custom_loss_learners(digits_path, tmp_path_factory):
+    "Learners exported with a custom loss class: defined in a module of their folder, and defined in `__main__` (plain pickle)"
+    d = tmp_path_factory.mktemp('custom')
+    (d/'mylosses.py').write_text(CUSTOM)
+    (d/'export_them.py').write_text(CUSTOM + textwrap.dedent(f"""
+        import pickle
+        import mylosses
+        from fastinterp.data import digits_learner
+        digits_learner({str(digits_path)!r}, loss_func=mylosses.MyLoss()).export({str(d/'module.pkl')!r})
+        # fastai 2.8 exports with cloudpickle, which copies a class of __main__ into the file; plain pickle (older fastai) does not
+        digits_learner({str(digits_path)!r}, loss_func=MyLoss()).export({str(d/'main.pkl')!r}, pickle_module=pickle)
+        """))
+    subprocess.run([sys.executable, 'export_them.py'], cwd=d, check=True, capture_output=True)
+    return d
+
+@pytest.mark.parametrize('pkl, message', [
+    ('module.pkl', 'needs module mylosses (where MyLoss, which the learner was exported with, is defined), which cannot be '
+                   'imported here: run from its folder with --import mylosses, or add its folder to PYTHONPATH'),
+    ('main.pkl', 'needs MyLoss, defined in the script or notebook that exported the learner (__main__) and not here: '
+                 'put it in a module (e.g. mycode.py) and pass --import mycode')])
+def test_custom_loss_needs_import(custom_loss_learners, digits_path, tmp_path, capsys, monkeypatch, pkl, message):
+    d = custom_loss_learners
+    code, _, err = run(['report', d/pkl, digits_path/'valid', '--out', tmp_path], capsys)
+    assert code == 1 and err.count('\n') == 1 and message in err
+    monkeypatch.chdir(d)
+    monkeypatch.setattr(sys, 'path', list(sys.path))
+    main_vars = set(vars(sys.modules['__main__']))
+    try: code, text, err = run(['report', d/pkl, digits_path/'valid', '--out', tmp_path, '--k', 2, '--import', 'mylosses'], capsys)
+    finally:
+        for k in set(vars(sys.modules['__main__'])) - main_vars: delattr(sys.modules['__main__'], k)
+        sys.modules.pop('mylosses', None)
+    assert code == 0, err
+    assert 'accuracy' in text and 'MyLoss' in (tmp_path/'report.html').read_text()
+
+@pytest.fixture(scope='module')
+def bad(exported, digits_path, tmp_path_factory):
+    "A folder of bad inputs"
+    d = tmp_path_factory.mktemp('bad')
+    torch.save({'weights': torch.zeros(3)}, d/'dict.pkl')
+    (d/'text.pkl').write_text('hello')
+    (d/'empty').mkdir()
+    (d/'broken').mkdir(); (d/'broken'/'a.png').write_bytes(b'nope'); (d/'broken'/'b.jpg').write_bytes(b'')
+    pd.DataFrame({'file': [str(f) for f in sorted((digits_path/'valid'/'3').glob('*.png'))[:4]],
+                  'label': ['cat', 'dog', '3', 'cat']}).to_csv(d/'unknown.csv', index=False)
+    pd.DataFrame({'file': [str(next((digits_path/'valid'/'3').glob('*.png')))], 'label': ['']}).to_csv(d/'nolabel.csv', index=False)
+    (d/'mixed'/'3').mkdir(parents=True)
+    for f in sorted((digits_path/'valid'/'3').glob('*.png'))[:2]: (d/'mixed'/'3'/f.name).write_bytes(f.read_bytes())
+    (d/'mixed'/'loose.png').write_bytes(f.read_bytes())
+    return d
+
+@pytest.mark.parametrize('learner, data, extra, message', [
+    ('missing.pkl', 'valid', [], 'no such file: {d}/missing.pkl'),
+    ('.', 'valid', [], 'is a folder; give the file written by learn.export()'),
+    ('dict.pkl', 'valid', [], 'holds a dict, not a fastai Learner saved with learn.export()'),
+    ('text.pkl', 'valid', [], 'cannot load {d}/text.pkl as a fastai learner: UnpicklingError'),
+    ('LEARN', 'missing', [], 'no such file or folder: {d}/missing'),
+    ('LEARN', 'empty', [], 'no images in {d}/empty'),
+    ('LEARN', 'broken', [], 'none of the 2 images listed in {d}/broken can be read'),
+    ('LEARN', 'unknown.csv', [], "labels the learner does not know: 'cat', 'dog' (it knows '0', '1',"),
+    ('LEARN', 'unknown.csv', ['--label-col', 'digit'], "has no column 'digit' (--label-col); its columns: file, label"),
+    ('LEARN', 'nolabel.csv', [], "1 row(s) of {d}/nolabel.csv have no 'label'"),
+    ('LEARN', 'mixed', [], '1 image(s) sit directly in {d}/mixed, outside any class folder (e.g. loose.png)'),
+    ('LEARN', 'valid', ['--import', 'no_such_module_here'], 'cannot import no_such_module_here (--import): ModuleNotFoundError'),
+])
+def test_bad_input_is_one_line_and_exit_1(bad, exported, digits_path, tmp_path, capsys, learner, data, extra, message):
+    learner = exported[0] if learner == 'LEARN' else bad/learner
+    data = digits_path/'valid' if data == 'valid' else bad/data
+    code, out, err = run(['report', learner, data, '--out', tmp_path/'rep', *extra], capsys)
+    assert code == 1
+    assert err.count('\n') == 1 and err.startswith('fastinterp report: error: ') and 'Traceback' not in err
+    assert message.format(d=bad) in err
+    assert not (tmp_path/'rep').exists()
+
+def test_bad_input_from_the_console_script(tmp_path):
+    "The installed command, in a fresh process: one line on stderr, exit 1 (fastai's own import-time FutureWarning aside)"
+    exe = os.path.join(os.path.dirname(sys.executable), 'fastinterp')
+    r = subprocess.run([exe, 'report', str(tmp_path/'nope.pkl'), str(tmp_path)], capture_output=True, text=True,
+                       env={**os.environ, 'PYTHONWARNINGS': 'ignore::FutureWarning'})
+    assert r.returncode == 1 and r.stdout == ''
+    assert r.stderr == f"fastinterp report: error: no such file: {tmp_path/'nope.pkl'}\n"
+
+def test_bad_arguments_are_usage_errors(capsys):
+    for argv, msg in [(['demo', '--k', '0'], '--k must be 1 or more'), (['report', 'x.pkl'], 'the following arguments are required: DATA'),
+                      (['report', 'x.pkl', 'd', '--tta', '-1'], '--tta must be 0 or more')]:
+        code, _, err = run(argv, capsys)
+        assert code == 2 and msg in err

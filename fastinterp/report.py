@@ -1,0 +1,249 @@
+"The fastinterp report: one self-contained HTML page of what a classifier gets wrong and how unsure it is"
+
+__all__ = ['write_report']
+
+import base64, html, re
+from pathlib import Path
+import numpy as np, pandas as pd
+import matplotlib.pyplot as plt
+
+from .activations import activation_for
+from .show import format_prob
+
+_CSS = """
+:root { --ink:#1f2328; --muted:#59636e; --line:#d1d9e0; --soft:#f6f8fa; --accent:#0969da; --bad:#b3261e; --good:#1a7f37; }
+* { box-sizing: border-box; }
+body { margin:0; font:16px/1.55 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
+       color:var(--ink); background:#fff; }
+main { max-width:1180px; margin:0 auto; padding:28px 32px 64px; }
+header h1 { font-size:30px; margin:0 0 4px; }
+header .meta { color:var(--muted); margin:0; }
+header .meta code { font-size:14px; }
+nav { margin:18px 0 8px; display:flex; flex-wrap:wrap; gap:6px 8px; }
+nav a { font-size:14px; color:var(--accent); text-decoration:none; border:1px solid var(--line); border-radius:999px; padding:2px 12px; }
+nav a:hover { background:var(--soft); }
+section { margin-top:36px; padding-top:8px; border-top:1px solid var(--line); }
+h2 { font-size:22px; margin:12px 0 4px; }
+h3 { font-size:17px; margin:18px 0 6px; }
+p.lead { color:var(--muted); margin:0 0 14px; max-width:900px; }
+.cards { display:grid; grid-template-columns:repeat(auto-fill, minmax(200px, 1fr)); gap:14px; margin-top:14px; }
+.card { border:1px solid var(--line); border-radius:10px; padding:14px 16px; background:var(--soft); }
+.card .label { font-size:13px; text-transform:uppercase; letter-spacing:.04em; color:var(--muted); }
+.card .value { font-size:30px; font-weight:650; margin:2px 0; font-variant-numeric:tabular-nums; }
+.card .note { font-size:14px; color:var(--muted); }
+table { border-collapse:collapse; font-size:15px; font-variant-numeric:tabular-nums; margin:6px 0 8px; }
+th, td { padding:6px 14px; border-bottom:1px solid var(--line); text-align:right; }
+th { background:var(--soft); font-weight:600; }
+th:first-child, td:first-child { text-align:left; }
+td.text, th.text { text-align:left; }
+tr:hover td { background:#fbfcfd; }
+figure { margin:10px 0; }
+figure img { display:block; max-width:100%; height:auto; border:1px solid var(--line); border-radius:8px; background:#fff; }
+figcaption { font-size:14px; color:var(--muted); margin-top:4px; }
+.strips { display:flex; flex-wrap:wrap; gap:12px; align-items:flex-start; }
+.strips figure { margin:0; }
+ul.files { columns:2; font-size:14px; }
+.warn { border-left:4px solid var(--bad); background:#fff5f5; padding:8px 14px; margin:12px 0; }
+code { font-family:ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size:.92em; }
+"""
+
+_e = html.escape
+
+def _slug(s): return re.sub(r'[^A-Za-z0-9_.-]+', '_', str(s)).strip('_') or 'class'
+
+def _pct(x): return f'{100 * x:.2f}%'
+
+class _Page:
+    "The report's sections, and the files written beside it"
+    def __init__(self, out):
+        self.out, self.sections, self.files = Path(out), [], []
+
+    def figure(self, fig, name, caption=''):
+        "Save `fig` as `name`.png beside the report, close it, and return the HTML embedding it"
+        path = self.out/f'{name}.png'
+        fig.savefig(path, dpi=100, bbox_inches='tight', facecolor='white')
+        plt.close(fig)
+        self.files.append(path.name)
+        data = base64.b64encode(path.read_bytes()).decode('ascii')
+        cap = f'<figcaption>{_e(caption)}</figcaption>' if caption else ''
+        return f'<figure><img src="data:image/png;base64,{data}" alt="{_e(caption or name)}">{cap}</figure>'
+
+    def add(self, id, title, body, lead=''):
+        self.sections.append((id, title, (f'<p class="lead">{lead}</p>' if lead else '') + body))
+
+    def html(self, title, meta):
+        nav = ''.join(f'<a href="#{i}">{_e(t)}</a>' for i, t, _ in self.sections)
+        secs = '\n'.join(f'<section id="{i}"><h2>{_e(t)}</h2>\n{b}</section>' for i, t, b in self.sections)
+        return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+                f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+                f'<title>{_e(title)}</title><style>{_CSS}</style></head>\n<body><main>'
+                f'<header><h1>{_e(title)}</h1><p class="meta">{meta}</p></header><nav>{nav}</nav>\n{secs}\n</main></body></html>\n')
+
+def _table(df, text_cols=()):
+    "`df` as an HTML table, text columns left-aligned"
+    head = ''.join(f'<th class="text">{_e(str(c))}</th>' if c in text_cols else f'<th>{_e(str(c))}</th>' for c in df.columns)
+    rows = ''.join('<tr>' + ''.join(f'<td class="text">{_e(str(v))}</td>' if c in text_cols else f'<td>{_e(str(v))}</td>'
+                                    for c, v in zip(df.columns, r)) + '</tr>' for r in df.itertuples(index=False))
+    return f'<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
+
+def _cards(cards):
+    return '<div class="cards">' + ''.join(
+        f'<div class="card"><div class="label">{_e(l)}</div><div class="value">{_e(v)}</div><div class="note">{_e(n)}</div></div>'
+        for l, v, n in cards) + '</div>'
+
+def _headline(interp, tta, calib):
+    "The figures at the top: accuracy, TTA accuracy, ECE before and after temperature, how unsure the model is"
+    n, cards = len(interp.probs), []
+    if interp.labelled:
+        ok = interp.correct()
+        cards.append(('Accuracy', _pct(float(ok.float().mean())), f'{int(ok.sum()):,} of {n:,} items right'))
+    if tta is not None:
+        plain, blend = tta.loc['un-augmented', 'accuracy'], _tta_row(tta)['accuracy']
+        gain = round((blend - plain) * n)  # in items: the two accuracies are computed in different precisions
+        cards.append(('TTA accuracy', _pct(blend), f'{len(tta) - 2} augmented passes; ' +
+                      (f'{gain:+,} item(s) right against the plain pass' if gain else 'as many items right as the plain pass')))
+    if calib is not None:
+        cards.append(('ECE', f"{calib['ece']:.4f}", 'expected calibration error, lower is better'))
+    p_pred = interp.probs.max(1).values if not interp.multilabel else None
+    if p_pred is not None:
+        unsure = int((p_pred < 0.5).sum())
+        cards.append(('Unsure predictions', f'{unsure:,}', f'items whose predicted class has p < 0.5 ({_pct(unsure / n)})'))
+    cards.append(('Items', f'{n:,}', f'{len(interp.vocab)} classes' + ('' if interp.labelled else ', no labels')))
+    return _cards(cards)
+
+def _stock_section(page, stock):
+    df = pd.DataFrame(stock, columns=['', 'stock fastai', 'with fastinterp'])
+    page.add('stock', 'What stock fastai shows', _table(df, text_cols=set(df.columns)),
+             "The same model and data through fastai's own <code>get_preds</code> and through fastinterp's. "
+             "With a plain PyTorch loss stock fastai hands back raw logits as if they were probabilities.")
+
+def _tta_row(tta): return tta.loc[[i for i in tta.index if str(i).startswith('TTA')][0]]
+
+def _tta_section(page, tta):
+    df = pd.DataFrame({'pass': tta.index, 'accuracy': [_pct(v) for v in tta['accuracy']], 'NLL': [f'{v:.4f}' for v in tta['nll']]})
+    same = np.allclose(tta.drop(index=_tta_row(tta).name).values, tta.loc['un-augmented'].values, rtol=0, atol=1e-7)
+    note = ('<p class="warn">Every augmented pass equals the plain one: the data has no training-time augmentation '
+            'for TTA to apply.</p>' if same else '')
+    page.add('tta', 'Test-time augmentation', _table(df, text_cols={'pass'}) + note,
+             'Accuracy and negative log-likelihood of each augmented pass, of the plain (un-augmented) pass, '
+             'and of TTA: the mean of the augmented probabilities, blended with the plain ones.')
+
+def _calibration_section(page, interp, calib, calib_after):
+    rows = [('ECE', calib['ece']), ('MCE', calib['mce']), ('Brier score', calib['brier']), ('NLL', calib['nll'])]
+    cols = {'measure': [r[0] for r in rows], 'value': [f'{v:.4f}' for _, v in rows]}
+    if calib_after is not None:
+        cols['value'] = [f'{v:.4f}' for _, v in rows]
+        cols['after temperature'] = [f"{calib_after[k]:.4f}" for k in ('ece', 'mce', 'brier', 'nll')]
+    body = _table(pd.DataFrame(cols), text_cols={'measure'})
+    body += page.figure(interp.plot_reliability(), 'reliability', 'Reliability diagram')
+    page.add('calibration', 'Calibration', body,
+             'Is a prediction made with p = 0.8 right 80% of the time? Each bar is a bin of confidence; '
+             'on the diagonal the probabilities mean what they say. ECE is the gap, weighted by the items in each bin.')
+
+def _per_class_uncertainty(page, interp, k, max_classes):
+    "Per predicted class: how many items, how unsure; galleries of the most uncertain for the least sure classes"
+    df = interp.to_df()
+    g = df.groupby('prediction', sort=False)
+    t = pd.DataFrame({'predicted class': list(g.groups),
+                      'items': g.size().values,
+                      'mean entropy': g['entropy'].mean().values,
+                      'max entropy': g['entropy'].max().values,
+                      'p(pred) < 0.5': g['p_pred'].apply(lambda s: int((s < 0.5).sum())).values})
+    t = t.sort_values(['mean entropy', 'predicted class'], ascending=[False, True]).reset_index(drop=True)
+    shown = t['predicted class'].tolist()[:max_classes]
+    for c in ('mean entropy', 'max entropy'): t[c] = [f'{v:.3f}' for v in t[c]]
+    body = _table(t, text_cols={'predicted class'})
+    cls_of = {str(v): v for v in interp.vocab}
+    # one row per class: a strip reads at full size where a grid of small grids would not
+    n_of = dict(zip(t['predicted class'], t['items']))
+    figs = [page.figure(interp.plot_most_uncertain(k, cls=cls_of[c], ncols=min(k, n_of[c])), f'most_uncertain_{_slug(c)}')
+            for c in shown]
+    more = (f' (the {len(shown)} classes with the highest mean entropy, of {len(t)})' if len(t) > len(shown) else '')
+    body += f'<h3>Most uncertain items, by predicted class{more}</h3><div class="strips">{"".join(figs)}</div>'
+    page.add('uncertain-per-class', 'Most uncertain, per class', body,
+             'Entropy is divided by log(number of classes): 0 is a sure prediction, 1 a uniform guess.')
+
+def _most_confused_section(page, interp, n=15):
+    pairs = interp.most_confused()[:n]
+    if not pairs:
+        page.add('most-confused', 'Most confused pairs', '<p>No item is misclassified.</p>')
+        return
+    support = np.bincount(interp.targs.numpy(), minlength=len(interp.vocab))
+    idx = {str(v): i for i, v in enumerate(interp.vocab)}
+    df = pd.DataFrame({'actual': [str(a) for a, _, _ in pairs], 'predicted as': [str(p) for _, p, _ in pairs],
+                       'items': [c for _, _, c in pairs],
+                       'share of the actual class': [_pct(c / support[idx[str(a)]]) for a, _, c in pairs]})
+    page.add('most-confused', 'Most confused pairs', _table(df, text_cols={'actual', 'predicted as'}),
+             f'The {len(pairs)} most frequent (actual, predicted) mistakes.')
+
+def _class_report(page, interp):
+    rep = pd.DataFrame(interp.classification_report(output_dict=True)).T
+    rep.insert(0, 'class', rep.index)
+    rep['support'] = rep['support'].astype(int)
+    for c in ('precision', 'recall', 'f1-score'): rep[c] = [f'{v:.3f}' for v in rep[c]]
+    rep = rep[rep['class'] != 'accuracy']
+    page.add('per-class', 'Precision and recall per class', _table(rep, text_cols={'class'}),
+             "scikit-learn's classification report on the same predictions.")
+
+def write_report(interp, # A `ClassificationInterpretation` (labelled or not)
+        out, # Folder to write report.html, predictions.csv and the PNGs into
+        k:int=9, # Items in each gallery
+        title:str='fastinterp report',
+        data:str|None=None, # Where the items came from, shown under the title
+        skipped=(), # Items that could not be read, listed in the report
+        stock=None, # Rows (what, stock fastai, fastinterp) comparing stock fastai's get_preds with fastinterp's
+        tta=None, # `Learner.tta(...).report`: accuracy and NLL of each pass, the un-augmented one and TTA
+        calib=None, # `interp.calibration()`: ECE, MCE, Brier, NLL
+        calib_after=None, # The same after temperature scaling, if it was fitted
+        max_classes:int=12, # Per-class galleries for at most this many classes
+    )->Path:
+    "Write the report of `interp` into `out` and return the path of its HTML file"
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    page = _Page(out)
+    interp.to_df().to_csv(out/'predictions.csv', index=False)
+    page.add('summary', 'Summary', _headline(interp, tta, calib) + _ece_note(calib, calib_after))
+    if stock is not None: _stock_section(page, stock)
+    if tta is not None: _tta_section(page, tta)
+    if calib is not None: _calibration_section(page, interp, calib, calib_after)
+    if interp.labelled:
+        page.add('top-losses', 'Top losses', page.figure(interp.plot_top_losses(k), 'top_losses'),
+                 'The items the model was most wrong about: largest loss first. Each title gives the predicted class '
+                 'and its probability, the true class and its probability, and the loss.')
+    page.add('most-uncertain', 'Most uncertain', page.figure(interp.plot_most_uncertain(k), 'most_uncertain'),
+             'The items the model is least sure of, by entropy of the predicted probabilities, whatever the label: '
+             'the first ones to check or to label.')
+    if not interp.multilabel: _per_class_uncertainty(page, interp, min(k, 5), max_classes)
+    if interp.labelled and not interp.multilabel:
+        _most_confused_section(page, interp)
+        page.add('confusion-matrix', 'Confusion matrix', page.figure(interp.plot_confusion_matrix(), 'confusion_matrix'),
+                 'Rows: actual class; columns: predicted class; the diagonal holds the right answers.')
+    if interp.labelled: _class_report(page, interp)
+    page.add('files', 'Files', _files(page, skipped))
+    path = out/'report.html'
+    path.write_text(page.html(title, _meta(interp, data, skipped)), encoding='utf-8')
+    return path
+
+def _ece_note(calib, calib_after):
+    if calib is None or calib_after is None: return ''
+    return _cards([('ECE after temperature', f"{calib_after['ece']:.4f}", f"from {calib['ece']:.4f} before")])
+
+def _meta(interp, data, skipped):
+    learn = interp.learn
+    rec = activation_for(learn.loss_func) if interp.act is None else None
+    loss, act = (rec.loss, rec.name) if rec else (getattr(learn.loss_func, '__name__', type(learn.loss_func).__name__), 'given activation')
+    bits = [f'model <code>{_e(type(learn.model).__name__)}</code>',
+            f'loss <code>{_e(str(loss))}</code> &rarr; {_e(act)}',
+            f'{len(interp.probs):,} items' + (f' from <code>{_e(str(data))}</code>' if data else '')]
+    if skipped: bits.append(f'<strong>{len(skipped):,} unreadable item(s) skipped</strong>')
+    return ' &middot; '.join(bits)
+
+def _files(page, skipped, n=50):
+    body = '<p>Beside this page:</p><ul class="files">' + ''.join(
+        f'<li><a href="{_e(f)}">{_e(f)}</a></li>' for f in ['predictions.csv', *page.files]) + '</ul>'
+    body += '<p><code>predictions.csv</code>: one row per item with its target, prediction, probabilities, loss and every uncertainty measure.</p>'
+    if skipped:
+        names = ''.join(f'<li><code>{_e(str(s))}</code></li>' for s in list(skipped)[:n])
+        rest = f'<li>... and {len(skipped) - n:,} more</li>' if len(skipped) > n else ''
+        body += f'<div class="warn"><strong>{len(skipped):,} item(s) could not be read and were skipped:</strong><ul>{names}{rest}</ul></div>'
+    return body
