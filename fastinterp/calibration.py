@@ -1,13 +1,22 @@
 "Are the probabilities honest? Calibration error, reliability diagram, temperature scaling and MC-dropout uncertainty"
 
 __all__ = ['CalibrationBins', 'calibration_bins', 'label_calibration_bins', 'ece_from_bins', 'mce_from_bins',
-           'ece', 'mce', 'label_ece', 'brier', 'nll', 'calibration_metrics']
+           'ece', 'mce', 'label_ece', 'brier', 'nll', 'calibration_metrics', 'reliability_diagram', 'fit_temperature',
+           'calibrate', 'MCDropoutPreds', 'mc_dropout']
 
+import contextlib, math, warnings
 from typing import NamedTuple
 
-import pandas as pd, torch
+import numpy as np, pandas as pd, torch
+import torch.nn as nn
 import torch.nn.functional as F
+import matplotlib.pyplot as plt
+from fastcore.basics import noop, store_attr
+from fastai.callback.core import Callback, TrainEvalCallback
+from fastai.learner import Learner
 
+from .activations import activation_for
+from .preds import activate, add_patch, stock_get_preds, tempered
 from .uncertainty import check_finite
 from .tta import item_nll, class_targets
 
@@ -115,3 +124,236 @@ def calibration_metrics(probs, targs,
            'nll': nll(p, t, multilabel), 'accuracy': float(acc)}
     if multilabel: res['label_ece'] = pd.Series(label_ece(p, t, n_bins).numpy(), index=labels, name='ece')
     return res
+
+def _pct(x): return f"{100 * x:.2f}%"
+def _count(k): return f'{k}' if k < 1000 else f'{k / 1000:.1f}k' if k < 10_000 else f'{k / 1000:.0f}k'
+
+def _legend_corner(left, w, top):
+    "'upper left', where over-confident bars leave room, unless bars fill it more than the lower right"
+    area = lambda x0, x1, y0, y1: sum(max(0, min(x1, l + w) - max(x0, l)) * max(0, min(y1, t) - y0) for l, t in zip(left, top))
+    return 'upper left' if area(0, .5, .7, 1) <= area(.5, 1, 0, .3) else 'lower right'
+
+def reliability_diagram(probs, targs,
+        n_bins:int=15, # Equal-width confidence bins
+        multilabel:bool=False, # Each column is an independent label: p(label) against how often the label is on, pooled
+        title:str|None=None, # First line of the title; the figures follow it
+        figsize=(5.2, 6.4), # Size of the figure
+    ):
+    "Reliability diagram (Guo et al. 2017): accuracy per confidence bin against the diagonal, gap shaded, confidence histogram beneath"
+    p, t = _checked(probs, targs, multilabel)
+    b = calibration_bins(p, t, n_bins, multilabel)
+    # torchmetrics' last bin holds a confidence of exactly 1: drawn inside the bin below it
+    count, conf, hit = (torch.cat([x[:-2], x[-2:].sum(0, keepdim=True)]).numpy() for x in b)
+    has, w, n = count > 0, 1 / n_bins, int(count.sum())
+    left = (np.arange(n_bins) * w)[has]
+    acc, mconf = hit[has] / count[has], conf[has] / count[has]
+    obs, conf_name = ('observed frequency', 'mean probability') if multilabel else ('accuracy', 'mean confidence')
+    overall, mean_conf = float(b.correct.sum()) / n, float(b.confidence.sum()) / n
+
+    fig, (ax, hx) = plt.subplots(2, 1, figsize=figsize, sharex=True, gridspec_kw={'height_ratios': [3, 1.1], 'hspace': 0.06})
+    ax.plot([0, 1], [0, 1], '--', color='0.25', linewidth=1.2, label='Perfect calibration', zorder=5)
+    ax.bar(left, acc, w, align='edge', color='#3b75af', edgecolor='#1d3f63', linewidth=0.8, label=obs.capitalize(), zorder=2)
+    ax.hlines(mconf, left, left + w, color='#d62728', linewidth=1.6, label=f'{conf_name.capitalize()} in the bin', zorder=4)
+    ax.bar(left, mconf - acc, w, bottom=acc, align='edge', color='#d62728', alpha=0.25, edgecolor='#d62728', hatch='///',
+           linewidth=0.6, label='Gap', zorder=3)
+    ax.set(xlim=(0, 1), ylim=(0, 1), ylabel=obs.capitalize())
+    ax.legend(loc=_legend_corner(left, w, np.maximum(acc, mconf)), fontsize=8, framealpha=0.9, edgecolor='none').set_zorder(6)
+    ax.grid(alpha=0.25, zorder=0)
+    head = title or ('Reliability diagram' + (', all labels pooled' if multilabel else ''))
+    ax.set_title(f"{head}\nECE {_pct(float(ece_from_bins(b)))} · MCE {_pct(float(mce_from_bins(b)))} · {n_bins} bins", fontsize=10)
+
+    hx.bar(left, count[has] / n, w, align='edge', color='0.6', edgecolor='white', linewidth=0.8, zorder=2)
+    for x, k in zip(left + w / 2, count[has]):  # a bar of 3 items says little: every bin shows how many it holds
+        hx.text(x, k / n * 1.4, _count(k), ha='center', va='bottom', fontsize=6, color='0.25', zorder=4)
+    hx.axvline(overall, color='#3b75af', linewidth=1.5, label=f'{obs} {_pct(overall)}', zorder=3)
+    hx.axvline(mean_conf, color='#d62728', linestyle='--', linewidth=1.5, label=f'{conf_name} {_pct(mean_conf)}', zorder=3)
+    hx.legend(loc='upper left' if overall + mean_conf > 1 else 'upper right', fontsize=7, framealpha=0.9, edgecolor='none')
+    hx.set(yscale='log', ylim=(min(0.5 / n, 0.1), 40), ylabel=f"share of {n:,}\n{'predictions' if multilabel else 'items'} (log)",
+           xlabel='Predicted probability, every label' if multilabel else 'Confidence (top-label probability)')
+    hx.set_yticks([y for y in (1e-4, 1e-3, 1e-2, 1e-1, 1) if y >= 0.5 / n])
+    hx.grid(alpha=0.25, zorder=0, axis='y')
+    return fig
+
+# --- temperature scaling
+def _nll_slope(z, targs, beta, multilabel):
+    "First and second derivative in beta = 1/T of the mean NLL of softmax(beta z) (sigmoid per label): (K,) each"
+    if multilabel:
+        s = torch.sigmoid(z * beta)
+        return ((s - targs) * z).mean(0), (s * (1 - s) * z * z).mean(0)
+    p = torch.softmax(z * beta, 1)
+    ez = (p * z).sum(1)
+    g = (ez - z.gather(1, targs[:, None])[:, 0]).mean()
+    return g[None], ((p * z * z).sum(1) - ez * ez).mean()[None]
+
+def fit_temperature(out, # (N, C) raw outputs, logits or log-probabilities; multilabel: (N, L) logits
+        targs, # (N,) class indices; multilabel: (N, L) 0/1 labels
+        multilabel:bool=False, # One temperature per label (sigmoid), instead of one for the softmax
+        bounds=(1e-2, 1e2), # Range of T searched
+        tol:float=1e-9, # Relative precision of 1/T
+    ):
+    "Temperature T minimizing the NLL of softmax(out / T): a float; multilabel: (L,) tensor, one per label, for sigmoid(out / T)"
+    z = check_finite(torch.as_tensor(out), 'model outputs').double()
+    if multilabel and z.ndim == 1: z = z[:, None]
+    if z.ndim != 2: raise ValueError(f"Temperature scaling needs one row of outputs per item, shape (N, C), got shape {tuple(z.shape)}")
+    t = torch.as_tensor(targs)
+    t = t.reshape(z.shape).double() if multilabel else class_targets(t, z).long()
+    # the NLL is convex in beta = 1/T: its slope rises through 0 once, so Newton's method on the slope, kept inside
+    # a bracket that shrinks every step (bisection in log beta when Newton would leave it), finds the minimum
+    lo, hi = torch.full((z.shape[1] if multilabel else 1,), 1 / bounds[1], dtype=z.dtype), torch.full((z.shape[1] if multilabel else 1,), 1 / bounds[0], dtype=z.dtype)
+    at_lo, at_hi = _nll_slope(z, t, lo, multilabel)[0] >= 0, _nll_slope(z, t, hi, multilabel)[0] <= 0
+    beta = torch.ones_like(lo).clamp(lo, hi)
+    for _ in range(200):
+        g, h = _nll_slope(z, t, beta, multilabel)
+        lo, hi = torch.where(g < 0, beta, lo), torch.where(g > 0, beta, hi)
+        step = beta - g / h
+        nxt = torch.where((h > 0) & (step > lo) & (step < hi), step, (lo * hi).sqrt())
+        done = ((nxt - beta).abs() <= tol * beta) | (g == 0)
+        beta = torch.where(g == 0, beta, nxt)
+        if done.all(): break
+    beta = torch.where(at_lo, 1 / bounds[1], torch.where(at_hi, 1 / bounds[0], beta))
+    if at_hi.any():
+        warnings.warn(f"Every held-out item{' of some labels' if multilabel else ''} is predicted right, so the NLL keeps falling as T "
+                      f"shrinks: T stopped at the bound {bounds[0]}. Fit on a larger held-out set, one with mistakes.", stacklevel=2)
+    if at_lo.any():
+        warnings.warn(f"The outputs{' of some labels' if multilabel else ''} do no better than chance on this data: T went to "
+                      f"the bound {bounds[1]}, which makes every prediction nearly uniform.", stacklevel=2)
+    T = (1 / beta).float()
+    return T if multilabel else float(T[0])
+
+def _scalable(learn):
+    "The loss's registry record, if temperature scaling applies to its model's outputs; else a clear error"
+    rec = activation_for(learn.loss_func)
+    if rec.kind == 'regression':
+        raise TypeError(f"Temperature scaling calibrates class probabilities, and {rec.loss} is a regression loss: the model "
+                        f"outputs values, not class scores, so there are no probabilities to calibrate.")
+    if rec.kind not in ('multiclass', 'multilabel'):
+        raise TypeError(f"fastinterp does not know the final activation of {rec.loss}, so it cannot tell whether the model outputs "
+                        f"logits, which temperature scaling divides by T. Register the loss first, e.g. "
+                        f"fastinterp.register_activation(YourLoss, 'softmax', kind='multiclass').")
+    if rec.expects == 'probabilities':
+        raise TypeError(f"The model trained with {rec.loss} outputs probabilities (it ends in a sigmoid or softmax), and temperature "
+                        f"scaling divides the logits before that activation. Drop the model's last activation and train with "
+                        f"the loss that applies it (nn.BCEWithLogitsLoss, nn.CrossEntropyLoss).")
+    return rec
+
+def calibrate(self:Learner,
+        dl=None, # Held-out labelled `DataLoader` to fit T on; the validation set if None (`ds_idx`), as Guo et al. (2017)
+        ds_idx:int=1, # Index of `self.dls` when `dl` is None
+        n_bins:int=15, # Bins of the ECE reported
+        quiet:bool=False, # Do not print the summary
+    )->pd.DataFrame:
+    "Fit a temperature T on held-out outputs (least NLL) so get_preds, predict, tta and interpretation give softmax(out / T)"
+    rec = _scalable(self)
+    out, targs = stock_get_preds(self, ds_idx=ds_idx, dl=dl, act=noop)[:2]
+    if not isinstance(targs, torch.Tensor) or not targs.numel():
+        raise ValueError("calibrate needs targets, and this DataLoader is unlabelled: pass a labelled held-out DataLoader")
+    out = check_finite(out, 'model outputs').float()
+    ml = rec.kind == 'multilabel'
+    if (out.ndim > 2 or rec.axis % out.ndim != out.ndim - 1) and not (ml and out.ndim == 1):
+        raise ValueError(f"calibrate needs one row of class scores per item, shape (N, C), got shape {tuple(out.shape)}")
+    rec.check(out)
+    before = rec.act(out)
+    if not torch.allclose(before, tempered(out, 1., rec), atol=1e-5):
+        raise TypeError(f"The activation of {rec.loss} ({rec.name}) is not a {'sigmoid' if ml else 'softmax'} of the model's "
+                        f"outputs, and temperature scaling is defined for those.")
+    T = fit_temperature(out, targs, ml)
+    after = tempered(out, T, rec)
+    labels = list(getattr(self.dls, 'vocab', None) or []) if ml else None
+    rows = [calibration_metrics(p, targs, n_bins, ml, rec.thresh, labels or None) for p in (before, after)]
+    res = pd.DataFrame([{k: v for k, v in r.items() if k != 'label_ece'} for r in rows], index=['before', 'after'])
+    self.temperature = T
+    if not quiet: print(_summary(T, res, len(out), dl, ds_idx, rec, labels))
+    return res
+
+def _summary(T, res, n, dl, ds_idx, rec, labels):
+    on = 'the given DataLoader' if dl is not None else {0: 'the training set', 1: 'the validation set'}.get(ds_idx, f'dls[{ds_idx}]')
+    if isinstance(T, float): head = f"Temperature T = {T:.4g}"
+    else:
+        names = labels if labels and len(labels) == len(T) else range(len(T))
+        head = 'Temperature per label: ' + ', '.join(f"{l} {x:.4g}" for l, x in zip(names, T.tolist()))
+    lines = [f"{head}, fitted on {n:,} items of {on} (least NLL)", res.to_string(float_format=lambda x: f'{x:.4f}')]
+    if rec.kind == 'multilabel' and rec.thresh != 0.5:
+        lines.append(f"The decision threshold is {rec.thresh}, not 0.5: per-label temperatures move where p crosses it, so some "
+                     f"predicted labels change (best_thresholds() re-tunes it on the calibrated probabilities).")
+    lines.append("learn.temperature = None removes it.")
+    return '\n'.join(lines)
+
+add_patch(Learner, 'calibrate', calibrate)
+
+# --- MC dropout
+def _dropouts(model):
+    "The model's dropout layers: torch's, and modules whose class name ends in 'Dropout' (fastai's RNNDropout, ...)"
+    return [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd) or type(m).__name__.endswith('Dropout')]
+
+def _entropy(p, multilabel):
+    "Entropy in nats of each row of class probabilities, or (multilabel) of each label's Bernoulli"
+    if multilabel: return -(torch.special.xlogy(p, p) + torch.special.xlogy(1 - p, 1 - p))
+    return -torch.special.xlogy(p, p).sum(1)
+
+def _mc_measures(mean, sq, ent, multilabel):
+    "(mutual information, variance) per item from the pass means of p, p^2 and the entropy"
+    var = (sq - mean * mean).clamp_min(0)
+    mi = (_entropy(mean, multilabel) - ent).clamp_min(0)  # >= 0 in exact arithmetic (Jensen)
+    if multilabel: return (mi / math.log(2)).amax(1), var.amax(1)
+    C = mean.shape[1]
+    return (mi / math.log(C) if C > 1 else mi), var.gather(1, mean.argmax(1, keepdim=True))[:, 0]
+
+class _MCDropout(Callback):
+    "During inference, `n` forward passes of each batch with only the dropout layers on, reduced to per-item results at once"
+    order = TrainEvalCallback.order + 1  # after TrainEvalCallback has put the whole model in eval mode
+    def __init__(self, n, rec, drops, with_loss): store_attr(); self.res = []
+
+    def before_validate(self):
+        for m in self.drops: m.train()
+
+    def after_pred(self):
+        ml, sums = self.rec.kind == 'multilabel', None
+        for i in range(self.n):
+            out = self.pred if i == 0 else self.model(*self.xb)  # fastai's own forward pass is the first
+            p = activate(self.learn, out.float(), rec=self.rec)[0].double()
+            if ml and p.ndim == 1: p = p[:, None]
+            loss = (self.loss_func(out, *self.yb).double().view(len(p), -1).mean(1) if self.with_loss and len(self.yb)
+                    else p.new_zeros(len(p)))
+            terms = (p, p * p, _entropy(p, ml), loss)
+            sums = terms if sums is None else [s + x for s, x in zip(sums, terms)]
+        mean, sq, ent, loss = (s / self.n for s in sums)
+        self.res.append(self.learn.to_detach(tuple(x.float() for x in (mean, *_mc_measures(mean, sq, ent, ml), loss))))
+
+class MCDropoutPreds(NamedTuple):
+    "Per item: the mean prediction over the dropout passes and its epistemic uncertainty"
+    probs: torch.Tensor        # (N, C) mean probabilities; multilabel: (N, L)
+    targs: torch.Tensor|None   # Targets; None for an unlabelled DataLoader
+    losses: torch.Tensor|None  # (N,) loss averaged over the passes, if asked for
+    mutual_info: torch.Tensor  # (N,) BALD: entropy of the mean minus mean entropy, / log C, in [0, 1] (multilabel: largest label's, / log 2)
+    variance: torch.Tensor     # (N,) variance over the passes of p(predicted class) (multilabel: largest over labels), in [0, 0.25]
+
+def mc_dropout(learn, # A classifier whose model has dropout layers
+        n:int=20, # Stochastic forward passes per item
+        dl=None, # `DataLoader` to predict on; `learn.dls[ds_idx]` if None
+        ds_idx:int=1, # Index of `learn.dls` when `dl` is None
+        with_loss:bool=False, # Also return each item's loss, averaged over the passes
+        seed:int|None=None, # Seed of the dropout masks, for a repeatable result (the global RNG is left as it was)
+    )->MCDropoutPreds:
+    "MC dropout (Gal & Ghahramani 2016): `n` passes with only dropout on (BatchNorm stays in eval), in O(N x C) memory"
+    if not isinstance(n, int) or n < 2: raise ValueError(f"MC dropout needs 2 or more passes to measure disagreement, got n={n!r}")
+    rec = activation_for(learn.loss_func)
+    if rec.kind not in ('multiclass', 'multilabel'):
+        raise TypeError(f"MC dropout measures the spread of class probabilities, and {rec.loss} is a {rec.kind} loss")
+    drops = _dropouts(learn.model)
+    if not any(getattr(m, 'p', 1) > 0 for m in drops):
+        raise ValueError(f"MC dropout needs dropout layers with p > 0, and {type(learn.model).__name__} has "
+                         f"{'only p=0 ones' if drops else 'none'} (nn.Dropout, nn.Dropout2d, ...). Dropout called as F.dropout "
+                         f"inside forward cannot be switched on from outside: use an nn.Dropout module.")
+    if dl is None: dl = learn.dls[ds_idx]
+    if not len(dl): raise ValueError("Cannot run MC dropout over an empty DataLoader: it holds no items")
+    # the callback keeps items in the order the batches come: make it the dataset's
+    if getattr(dl, 'shuffle', False) or getattr(dl, 'drop_last', False): dl = dl.new(shuffle=False, drop_last=False)
+    cb = _MCDropout(n, rec, drops, with_loss)
+    with (torch.random.fork_rng() if seed is not None else contextlib.nullcontext()):
+        if seed is not None: torch.manual_seed(seed)
+        try: res = stock_get_preds(learn, dl=dl, act=noop, with_loss=with_loss, with_preds=False, reorder=False, cbs=cb)
+        finally:
+            for m in drops: m.eval()
+    probs, mi, var, losses = (torch.cat(x) for x in zip(*cb.res))
+    targs = res[1] if isinstance(res[1], torch.Tensor) and res[1].numel() else None
+    return MCDropoutPreds(probs, targs, losses if with_loss and targs is not None else None, mi, var)
