@@ -4,6 +4,7 @@ __all__ = ['main', 'demo', 'report', 'read_items', 'labelled_dl', 'BadInput']
 
 import argparse, importlib, pickle, re, sys, tempfile, types, warnings
 from pathlib import Path
+import numpy as np
 
 LOSSES = {  # --loss choices: how users commonly write a classification loss
     'ce':       lambda: __import__('torch').nn.CrossEntropyLoss(),
@@ -44,6 +45,31 @@ def _tta(learn, dl, n, p):
     if res is not None: p(res.to_string(float_format='{:.4f}'.format))
     return res
 
+def _temperature(learn, dl_of, items, labels, p, seed=0):
+    "Fit a temperature on half of the labelled items; `calibration()` of the other half before and after it (None if it cannot)"
+    from .interpret import ClassificationInterpretation
+    if len(items) < 40: return None  # too few to fit on one half and measure on the other
+    idx = np.random.default_rng(seed).permutation(len(items))
+    fit, held = np.sort(idx[:len(idx) // 2]), np.sort(idx[len(idx) // 2:])
+    dl_fit, dl_held = (dl_of([items[i] for i in h], None if labels is None else [labels[i] for i in h]) for h in (fit, held))
+    metrics = lambda: ClassificationInterpretation.from_learner(learn, dl=dl_held).calibration()
+    had, own = 'temperature' in vars(learn), vars(learn).get('temperature')  # the learner's own: set aside, then restored
+    try:
+        with learn.no_bar():
+            learn.temperature = None
+            before = metrics()
+            learn.calibrate(dl=dl_fit, quiet=True)
+            res = dict(T=float(learn.temperature), before=before, after=metrics(), n_fit=len(fit), n_eval=len(held))
+    except (TypeError, ValueError) as e:  # a loss temperature scaling does not apply to
+        p(f"Temperature scaling skipped: {e}")
+        return None
+    finally:
+        if had: learn.temperature = own
+        else: del learn.temperature
+    p(f"Temperature scaling: T = {res['T']:.3g} fitted on {res['n_fit']:,} items; ECE on the other {res['n_eval']:,}: "
+      f"{100 * res['before']['ece']:.2f}% before, {100 * res['after']['ece']:.2f}% after")
+    return res
+
 def demo(out=DEFAULT_OUT, # Folder to write the report into
         data=None, # Folder for the digits PNGs; a temporary one if None
         epochs:int=4, # Epochs to train
@@ -71,7 +97,9 @@ def demo(out=DEFAULT_OUT, # Folder to write the report into
     p("Interpreting the validation set")
     interp = ClassificationInterpretation.from_learner(learn)
     tta_report = _tta(learn, interp.dl, tta, p)
-    path = write_report(interp, out, k=k, title='fastinterp demo: digits', data=data/'valid', stock=rows, tta=tta_report)
+    temp = _temperature(learn, lambda items, _: learn.dls.test_dl(items, with_labels=True), list(interp.dl.items), None, p)
+    path = write_report(interp, out, k=k, title='fastinterp demo: digits', data=data/'valid', stock=rows, tta=tta_report,
+                        temperature=temp)
     p(f"\nReport: {path.resolve()}")
     return learn, path
 
@@ -236,12 +264,14 @@ def report(learner, # File written by `learn.export()`
     p(f"{len(items):,} images from {data}" + (f"; {len(skipped):,} could not be read and are skipped (listed in the report)" if skipped else '')
       + ('' if labels else '; no labels: the uncertainty part only'))
     vocab = {str(v): v for v in learn.dls.vocab}
-    dl = labelled_dl(learn, items, None if labels is None else [vocab.get(l, l) for l in labels])
+    if labels is not None: labels = [vocab.get(l, l) for l in labels]
+    dl = labelled_dl(learn, items, labels)
     try: interp = ClassificationInterpretation.from_learner(learn, dl=dl)
     except (ValueError, TypeError) as e: raise BadInput(f"cannot interpret {learner}: {e}") from None
     if interp.labelled: p(f"accuracy {float(interp.correct().float().mean()):.4f} on {len(items):,} items")
     tta_report = _tta(learn, dl, tta, p)
-    path = write_report(interp, out, k=k, data=data, skipped=skipped, tta=tta_report)
+    temp = _temperature(learn, lambda i, l: labelled_dl(learn, i, l), items, labels, p) if labels is not None else None
+    path = write_report(interp, out, k=k, data=data, skipped=skipped, tta=tta_report, temperature=temp)
     p(f"\nReport: {path.resolve()}")
     return path
 

@@ -91,7 +91,7 @@ def _cards(cards):
         f'<div class="card"><div class="label">{_e(l)}</div><div class="value">{_e(v)}</div><div class="note">{_e(n)}</div></div>'
         for l, v, n in cards) + '</div>'
 
-def _headline(interp, tta, calib):
+def _headline(interp, tta, calib, temp):
     "The figures at the top: accuracy, TTA accuracy, ECE before and after temperature, how unsure the model is"
     n, cards = len(interp.probs), []
     if interp.labelled:
@@ -103,7 +103,10 @@ def _headline(interp, tta, calib):
         cards.append(('TTA accuracy', _pct(blend), f'{len(tta) - 2} augmented passes; ' +
                       (f'{gain:+,} item(s) right against the plain pass' if gain else 'as many items right as the plain pass')))
     if calib is not None:
-        cards.append(('ECE', f"{calib['ece']:.4f}", 'expected calibration error, lower is better'))
+        cards.append(('ECE', _pct(calib['ece']), 'expected calibration error: the gap between confidence and accuracy'))
+    if temp is not None:
+        cards.append(('ECE after temperature', _pct(temp['after']['ece']),
+                      f"from {_pct(temp['before']['ece'])} on held-out items, T = {temp['T']:.3g}"))
     p_pred = interp.probs.max(1).values if not interp.multilabel else None
     if p_pred is not None:
         unsure = int((p_pred < 0.5).sum())
@@ -128,17 +131,25 @@ def _tta_section(page, tta):
              'Accuracy and negative log-likelihood of each augmented pass, of the plain (un-augmented) pass, '
              'and of TTA: the mean of the augmented probabilities, blended with the plain ones.')
 
-def _calibration_section(page, interp, calib, calib_after):
-    rows = [('ECE', calib['ece']), ('MCE', calib['mce']), ('Brier score', calib['brier']), ('NLL', calib['nll'])]
-    cols = {'measure': [r[0] for r in rows], 'value': [f'{v:.4f}' for _, v in rows]}
-    if calib_after is not None:
-        cols['value'] = [f'{v:.4f}' for _, v in rows]
-        cols['after temperature'] = [f"{calib_after[k]:.4f}" for k in ('ece', 'mce', 'brier', 'nll')]
-    body = _table(pd.DataFrame(cols), text_cols={'measure'})
-    body += page.figure(interp.plot_reliability(), 'reliability', 'Reliability diagram')
+_MEASURES = [('ece', 'ECE', _pct), ('mce', 'MCE (worst bin)', _pct), ('brier', 'Brier score', '{:.4f}'.format),
+             ('nll', 'NLL', '{:.4f}'.format), ('accuracy', 'accuracy', _pct)]
+
+def _measures(cols):
+    "A table of calibration measures: column name -> a dict of `calibration()`"
+    return _table(pd.DataFrame({'measure': [m for _, m, _ in _MEASURES],
+                                **{c: [f(d[k]) for k, _, f in _MEASURES] for c, d in cols.items()}}), text_cols={'measure'})
+
+def _calibration_section(page, interp, calib, temp):
+    body = _measures({f'all {len(interp.probs):,} items': calib})
+    if temp is not None:
+        body += (f"<h3>Temperature scaling</h3><p>T fitted (least NLL) on {temp['n_fit']:,} of the items; both columns measured "
+                 f"on the other {temp['n_eval']:,}, which the fit did not see. Dividing the logits by T changes no prediction, "
+                 f"only how sure each one is.</p>" + _measures({'before': temp['before'], f"after (T = {temp['T']:.3g})": temp['after']}))
+    body += page.figure(interp.plot_reliability(), 'reliability')
     page.add('calibration', 'Calibration', body,
-             'Is a prediction made with p = 0.8 right 80% of the time? Each bar is a bin of confidence; '
-             'on the diagonal the probabilities mean what they say. ECE is the gap, weighted by the items in each bin.')
+             'Is a prediction made with p = 0.8 right 80% of the time? Each bar is a bin of confidence (the top-label '
+             'probability); on the diagonal the probabilities mean what they say. ECE is the gap, weighted by the items in '
+             'each bin; lower Brier score and NLL are better too.')
 
 def _per_class_uncertainty(page, interp, k, max_classes):
     "Per predicted class: how many items, how unsure; galleries of the most uncertain for the least sure classes"
@@ -193,8 +204,7 @@ def write_report(interp, # A `ClassificationInterpretation` (labelled or not)
         skipped=(), # Items that could not be read, listed in the report
         stock=None, # Rows (what, stock fastai, fastinterp) comparing stock fastai's get_preds with fastinterp's
         tta=None, # `Learner.tta(...).report`: accuracy and NLL of each pass, the un-augmented one and TTA
-        calib=None, # `interp.calibration()`: ECE, MCE, Brier, NLL
-        calib_after=None, # The same after temperature scaling, if it was fitted
+        temperature=None, # dict(T, before, after, n_fit, n_eval): `calibration()` on held-out items before and after fitting T
         max_classes:int=12, # Per-class galleries for at most this many classes
     )->Path:
     "Write the report of `interp` into `out` and return the path of its HTML file"
@@ -202,10 +212,9 @@ def write_report(interp, # A `ClassificationInterpretation` (labelled or not)
     out.mkdir(parents=True, exist_ok=True)
     page = _Page(out)
     interp.to_df().to_csv(out/'predictions.csv', index=False)
-    page.add('summary', 'Summary', _headline(interp, tta, calib) + _ece_note(calib, calib_after))
+    calib = interp.calibration() if interp.labelled and not interp.multilabel else None
+    page.add('summary', 'Summary', _headline(interp, tta, calib, temperature))
     if stock is not None: _stock_section(page, stock)
-    if tta is not None: _tta_section(page, tta)
-    if calib is not None: _calibration_section(page, interp, calib, calib_after)
     if interp.labelled:
         page.add('top-losses', 'Top losses', page.figure(interp.plot_top_losses(k), 'top_losses'),
                  'The items the model was most wrong about: largest loss first. Each title gives the predicted class '
@@ -219,14 +228,12 @@ def write_report(interp, # A `ClassificationInterpretation` (labelled or not)
         page.add('confusion-matrix', 'Confusion matrix', page.figure(interp.plot_confusion_matrix(), 'confusion_matrix'),
                  'Rows: actual class; columns: predicted class; the diagonal holds the right answers.')
     if interp.labelled: _class_report(page, interp)
+    if tta is not None: _tta_section(page, tta)
+    if calib is not None: _calibration_section(page, interp, calib, temperature)
     page.add('files', 'Files', _files(page, skipped))
     path = out/'report.html'
     path.write_text(page.html(title, _meta(interp, data, skipped)), encoding='utf-8')
     return path
-
-def _ece_note(calib, calib_after):
-    if calib is None or calib_after is None: return ''
-    return _cards([('ECE after temperature', f"{calib_after['ece']:.4f}", f"from {calib['ece']:.4f} before")])
 
 def _meta(interp, data, skipped):
     learn = interp.learn

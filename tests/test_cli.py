@@ -2,7 +2,10 @@
 import io, os, subprocess, sys, textwrap
 import numpy as np, pandas as pd, pytest, torch
 
-from fastinterp.cli import main
+import torch.nn.functional as F
+from torchmetrics.functional.classification import multiclass_calibration_error
+
+from fastinterp.cli import main, _temperature
 from conftest import raw_outputs
 
 def run(argv, capsys):
@@ -26,6 +29,7 @@ def test_demo_writes_the_report_and_prints_the_comparison(digits_path, tmp_path,
     assert 'activation used: softmax' in text
     html = (tmp_path/'rep'/'report.html').read_text()
     assert 'What stock fastai shows' in html and 'Test-time augmentation' in html and 'pass 2' in html
+    assert 'Temperature scaling' in html and 'ECE after temperature' in html and 'Temperature scaling: T = ' in text
     assert f"Report: {(tmp_path/'rep'/'report.html').resolve()}" in text
 
 def test_command_line_rejects_an_unknown_loss():
@@ -48,6 +52,25 @@ def test_report_on_a_labelled_folder(exported, digits_path, tmp_path, capsys):
     assert f"accuracy {acc:.4f} on 359 items" in text and 'pass 1' in text
     df = pd.read_csv(tmp_path/'predictions.csv')
     assert len(df) == 359 and (df['target'] == df['prediction']).mean() == pytest.approx(acc)
+
+def test_temperature_fitted_on_one_half_measured_on_the_other(digits_vision, digits_path):
+    learn = digits_vision
+    items = sorted((digits_path/'valid').glob('*/*.png'))
+    dl_of = lambda fs, _: learn.dls.test_dl(fs, with_labels=True)
+    res = _temperature(learn, dl_of, items, None, print)
+    assert 'temperature' not in vars(learn)  # the learner is left as it was
+    idx = np.random.default_rng(0).permutation(len(items))
+    fit, held = ([items[i] for i in sorted(h)] for h in (idx[:len(idx) // 2], idx[len(idx) // 2:]))
+    assert (res['n_fit'], res['n_eval']) == (len(fit), len(held))
+    raw = {k: raw_outputs(learn, dl_of(v, None)) for k, v in (('fit', fit), ('held', held))}
+    t = {k: torch.tensor([int(f.parent.name) for f in v]) for k, v in (('fit', fit), ('held', held))}
+    T = res['T']
+    nll = lambda x: float(F.cross_entropy(raw['fit'] / x, t['fit']))
+    assert nll(T) <= min(nll(T * 1.02), nll(T / 1.02))  # least NLL on the half it was fitted on
+    for key, temp in (('before', 1.), ('after', T)):
+        ece = multiclass_calibration_error(torch.softmax(raw['held'] / temp, 1), t['held'], num_classes=10, n_bins=15)
+        assert res[key]['ece'] == pytest.approx(float(ece), abs=1e-5)
+    assert _temperature(learn, dl_of, items[:39], None, print) is None  # too few items to split
 
 @pytest.fixture(scope='module')
 def flat_csv(digits_path, tmp_path_factory):
@@ -107,6 +130,7 @@ def custom_loss_learners(digits_path, tmp_path_factory):
                    'imported here: run from its folder with --import mylosses, or add its folder to PYTHONPATH'),
     ('main.pkl', 'needs MyLoss, defined in the script or notebook that exported the learner (__main__) and not here: '
                  'put it in a module (e.g. mycode.py) and pass --import mycode')])
+@pytest.mark.filterwarnings('ignore:The outputs do no better than chance')  # untrained on purpose: only loading matters
 def test_custom_loss_needs_import(custom_loss_learners, digits_path, tmp_path, capsys, monkeypatch, pkl, message):
     d = custom_loss_learners
     code, _, err = run(['report', d/pkl, digits_path/'valid', '--out', tmp_path], capsys)

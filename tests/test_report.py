@@ -4,6 +4,7 @@ from html.parser import HTMLParser
 import numpy as np, pandas as pd, pytest, torch
 import torch.nn.functional as F
 import sklearn.metrics as skm
+from torchmetrics.functional.classification import multiclass_calibration_error
 import matplotlib.pyplot as plt
 from PIL import Image
 
@@ -64,14 +65,15 @@ def labelled(digits_vision, tmp_path_factory):
 def test_every_section_is_there(labelled):
     path, page, _, _ = labelled
     assert path.name == 'report.html'
-    assert list(page.sections) == ['summary', 'stock', 'tta', 'top-losses', 'most-uncertain', 'uncertain-per-class',
-                                   'most-confused', 'confusion-matrix', 'per-class', 'files']
+    assert list(page.sections) == ['summary', 'stock', 'top-losses', 'most-uncertain', 'uncertain-per-class',
+                                   'most-confused', 'confusion-matrix', 'per-class', 'tta', 'calibration', 'files']
     assert plt.get_fignums() == []  # every figure closed once saved
 
 def test_every_image_is_embedded_and_written_beside(labelled):
     path, page, _, _ = labelled
     pngs = decoded_pngs(page)
-    assert [s for s, _, _ in pngs] == ['top-losses', 'most-uncertain'] + ['uncertain-per-class'] * 3 + ['confusion-matrix']
+    assert [s for s, _, _ in pngs] == (['top-losses', 'most-uncertain'] + ['uncertain-per-class'] * 3 +
+                                       ['confusion-matrix', 'calibration'])
     on_disk = sorted(path.parent.glob('*.png'))
     assert len(on_disk) == len(pngs)
     assert sorted(d for _, d, _ in pngs) == sorted(p.read_bytes() for p in on_disk)
@@ -87,6 +89,15 @@ def test_headline_and_tables_match_independent_computations(labelled, reference)
     summary = ' '.join(page.sections['summary'])
     assert f'{100 * acc:.2f}%' in summary and f'{(probs.argmax(1) == targs).sum()} of {len(targs)} items right' in summary
     assert f'{int((probs.max(1) < 0.5).sum())}' in summary
+    # calibration: torchmetrics' ECE and MCE (15 equal-width bins), Brier score and NLL by hand
+    p, t = torch.from_numpy(probs), torch.from_numpy(targs)
+    ece = float(multiclass_calibration_error(p, t, num_classes=10, n_bins=15, norm='l1'))
+    mce = float(multiclass_calibration_error(p, t, num_classes=10, n_bins=15, norm='max'))
+    assert f'{100 * ece:.2f}%' in summary
+    cal = page.table('calibration').set_index('measure').iloc[:, 0]
+    assert cal['ECE'] == f'{100 * ece:.2f}%' and cal['MCE (worst bin)'] == f'{100 * mce:.2f}%'
+    brier = ((probs - np.eye(10)[targs]) ** 2).sum(1).mean()
+    assert float(cal['Brier score']) == pytest.approx(brier, abs=6e-5) and float(cal['NLL']) == pytest.approx(losses.mean(), abs=6e-5)
     # most confused pairs: sklearn's confusion matrix, off the diagonal, most first
     cm = skm.confusion_matrix(targs, probs.argmax(1), labels=range(10))
     np.fill_diagonal(cm, 0)
