@@ -19,7 +19,7 @@ from .activations import activation_for
 from .preds import activate, stock_get_preds, add_patch
 from .uncertainty import MEASURES, check_finite
 from .interpret import ClassificationInterpretation, _is_labelled, _per_item_loss, _vocab
-from .calibration import CalibrationBins, calibration_bins, ece_from_bins, mce_from_bins
+from .calibration import CalibrationBins, _bin_sums, ece_from_bins, mce_from_bins
 from . import show
 
 try: from fastai.distributed import DistributedDL
@@ -56,37 +56,72 @@ def _select(a, b, k):
     return {f: v[o] for f, v in m.items()}
 
 def _candidates(scores, kept, k):
-    "Positions in a batch that may enter the top `k` beside `kept`: at least the k-th best of both (ties stay for `_select`)"
+    "Positions in `scores` that may enter the top `k` beside `kept`: at least the k-th best of both (ties stay for `_select`)"
     v = scores.topk(min(k, len(scores))).values[-1]
     if len(kept['score']) == k: v = torch.maximum(v, kept['score'][-1])
     return torch.nonzero(scores >= v).view(-1)
 
-def _update(state, # State before the batch
-        probs, # (B, C) float32 probabilities
+# room for float32 rounding and for rows that sum to 1 within 1e-3, between a measure and its bound
+_SLACK = 0.01
+
+def _bounds(pmax, n_classes):
+    "Upper bound of each uncertainty measure from an item's top probability alone (rows summing to 1, C > 1)"
+    p = pmax.double()
+    q, C = (1 - p).clamp_min(0), n_classes
+    return {'least_confidence': q,
+            'margin': (2 * q).clamp_max(1),  # the second probability is at most 1 - p1
+            'entropy': (-torch.special.xlogy(p, p) - torch.special.xlogy(q, q) + q * math.log(C - 1)) / math.log(C),  # rest spread evenly
+            'uniform_distance': 1 - (p * C - 1).clamp_min(0) / (C - 1)}  # sum of |C p_c - 1| is at least 2 (C p1 - 1)
+
+def _update(kept, # The state's top-k lists, read only
+        probs, # (B, C) float32 probabilities, rows summing to 1
         targs, # (B,) target classes, or None
         losses, # (B,) per-item losses, or None
         idxs, # (B,) item indices
-        decoded, # (B,) predicted classes
+        decoded, # (B,) predicted classes, or None for the argmax
         k:int, # Items kept per list
         n_bins:int, # Calibration bins
     ):
-    "A new state: `state` with the batch counted and each top-`k` list merged with the batch's candidates"
+    "One batch's contribution: its counts, its calibration bin sums, and per list the items that may enter the top `k` beside `kept`"
     C = probs.shape[1]
-    new = {**state, 'n': state['n'] + len(probs), 'pred_counts': state['pred_counts'] + torch.bincount(decoded, minlength=C),
-           'top': dict(state['top'])}
+    pmax, pred = probs.max(1)  # the first maximum, as argmax
+    if decoded is None: decoded = pred
+    res = {'n': len(probs), 'pred_counts': torch.bincount(decoded, minlength=C), 'cells': None, 'bins': None, 'top': {}}
     if targs is not None:
-        new['confusion'] = state['confusion'] + torch.bincount(targs * C + decoded, minlength=C*C).view(C, C)
-        for f, v in calibration_bins(probs, targs, n_bins)._asdict().items(): new[f'bins_{f}'] = state[f'bins_{f}'] + v
-    if k == 0: return new
+        res['cells'] = targs * C + decoded  # confusion cells to count: O(B), where a C x C bincount per batch is O(C^2)
+        # the sums calibration_bins makes of (top probability, argmax right), without its checks of the whole batch again
+        res['bins'] = CalibrationBins(*(s[0] for s in _bin_sums(pmax[:, None], (pred == targs)[:, None], n_bins)))
+    if k == 0: return res
     rows = {'probs': probs, 'decoded': decoded, 'idx': idxs,
             'targ': targs if targs is not None else torch.full_like(decoded, -1),
             'loss': losses if losses is not None else probs.new_full((len(probs),), math.nan)}
-    for name, kept in state['top'].items():
-        if name == 'loss' and losses is None: continue
-        scores = losses if name == 'loss' else MEASURES[name](probs)
-        c = _candidates(scores, kept, k)
-        new['top'][name] = _select(kept, {'score': scores[c], **{f: r[c] for f, r in rows.items()}}, k)
-    return new
+    bounds = _bounds(pmax, C) if C > 1 else None
+    for name, kl in kept.items():
+        pos = None  # the positions scored; None: all of them
+        if name == 'loss':
+            if losses is None: continue
+            scores = losses
+        else:
+            if bounds is not None and len(kl['score']) == k:
+                # an item whose bound is below the k-th kept score cannot enter: score the others only (row by row, so the
+                # scores are those of the whole batch, bit for bit)
+                pos = torch.nonzero(bounds[name] >= float(kl['score'][-1]) - _SLACK).view(-1)
+                if not len(pos): continue
+            scores = MEASURES[name](probs if pos is None else probs[pos])
+        c = _candidates(scores, kl, k)
+        if not len(c): continue
+        at = c if pos is None else pos[c]
+        res['top'][name] = {'score': scores[c], **{f: r[at] for f, r in rows.items()}}
+    return res
+
+def _add(state, res, k):
+    "Add a batch's contribution `res` to `state`, in place"
+    state['n'] += res['n']
+    state['pred_counts'] += res['pred_counts']
+    if res['cells'] is not None:
+        state['confusion'].view(-1).index_add_(0, res['cells'], torch.ones_like(res['cells']))
+        for f, v in zip(CalibrationBins._fields, res['bins']): state[f'bins_{f}'] += v
+    for name, cand in res['top'].items(): state['top'][name] = _select(state['top'][name], cand, k)
 
 def _merge(a, b, k):
     "The state of the items of `a` and of `b` together"
@@ -170,7 +205,7 @@ class StreamingStats:
         if not len(probs): return self
         self._flags(targs is not None, losses is not None)
         if self.state is None: self.state = _init_state(self.n_classes, self.n_bins, self._lists(), probs.device)
-        self.state = _update(self.state, probs, targs, losses, idxs, decoded, self.k, self.n_bins)
+        _add(self.state, _update(self.state['top'], probs, targs, losses, idxs, decoded, self.k, self.n_bins), self.k)
         return self
 
     def _check(self, probs, targs, losses, idxs, decoded):
@@ -180,10 +215,14 @@ class StreamingStats:
         if probs.ndim != 2 or probs.shape[1] != C:
             raise ValueError(f"probs must have shape (batch size, {C}), got {tuple(probs.shape)}")
         if not probs.is_floating_point(): raise ValueError(f"probs must be floating point, got {probs.dtype}")
-        probs = check_finite(probs.float(), 'probabilities')
-        B = len(probs)
-        if B and (probs.min() < 0 or probs.max() > 1):
-            raise ValueError("probs hold values outside [0, 1]: pass probabilities (e.g. the softmax of the logits), not logits")
+        probs, B = probs.float(), len(probs)
+        if B:  # one pass for the range (NaN and inf show in it), one for the row sums
+            lo, hi = torch.aminmax(probs)
+            if not (torch.isfinite(lo) and torch.isfinite(hi)): check_finite(probs, 'probabilities')  # says how many rows
+            if lo < 0 or hi > 1:
+                raise ValueError("probs hold values outside [0, 1]: pass probabilities (e.g. the softmax of the logits), not logits")
+            off = float((probs.sum(1) - 1).abs().max())
+            if off > 1e-3: raise ValueError(f"Rows of probs must sum to 1 (a single-label classifier's softmax); one is off by {off:.3g}")
         def classes(t, what):
             t = torch.as_tensor(t, device=probs.device)
             if t.shape != (B,): raise ValueError(f"{what} must have shape ({B},), one per item, got {tuple(t.shape)}")
@@ -192,7 +231,7 @@ class StreamingStats:
             if B and (t.min() < 0 or t.max() >= C): raise ValueError(f"{what} must lie in [0, {C}), got values from {int(t.min())} to {int(t.max())}")
             return t.long()
         if targs is not None: targs = classes(targs, 'targs')
-        decoded = probs.argmax(1) if decoded is None else classes(decoded, 'decoded')
+        if decoded is not None: decoded = classes(decoded, 'decoded')
         if losses is not None:
             if targs is None: raise ValueError("losses need targs: a per-item loss is measured against a target")
             losses = torch.as_tensor(losses, device=probs.device)
