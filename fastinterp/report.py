@@ -26,7 +26,7 @@ section { margin-top:36px; padding-top:8px; border-top:1px solid var(--line); }
 h2 { font-size:22px; margin:12px 0 4px; }
 h3 { font-size:17px; margin:18px 0 6px; }
 p.lead { color:var(--muted); margin:0 0 14px; max-width:900px; }
-.cards { display:grid; grid-template-columns:repeat(auto-fill, minmax(200px, 1fr)); gap:14px; margin-top:14px; }
+.cards { display:grid; grid-template-columns:repeat(auto-fill, minmax(165px, 1fr)); gap:12px; margin-top:14px; }
 .card { border:1px solid var(--line); border-radius:10px; padding:14px 16px; background:var(--soft); }
 .card .label { font-size:13px; text-transform:uppercase; letter-spacing:.04em; color:var(--muted); }
 .card .value { font-size:30px; font-weight:650; margin:2px 0; font-variant-numeric:tabular-nums; }
@@ -101,9 +101,9 @@ def _headline(interp, tta, calib, temp):
         plain, blend = tta.loc['un-augmented', 'accuracy'], _tta_row(tta)['accuracy']
         gain = round((blend - plain) * n)  # in items: the two accuracies are computed in different precisions
         cards.append(('TTA accuracy', _pct(blend), f'{len(tta) - 2} augmented passes; ' +
-                      (f'{gain:+,} item(s) right against the plain pass' if gain else 'as many items right as the plain pass')))
+                      (f'{gain:+,} item(s) right vs the plain pass' if gain else 'same items right as the plain pass')))
     if calib is not None:
-        cards.append(('ECE', _pct(calib['ece']), 'expected calibration error: the gap between confidence and accuracy'))
+        cards.append(('ECE', _pct(calib['ece']), 'calibration error: gap between confidence and accuracy'))
     if temp is not None:
         cards.append(('ECE after temperature', _pct(temp['after']['ece']),
                       f"from {_pct(temp['before']['ece'])} on held-out items, T = {temp['T']:.3g}"))
