@@ -1,0 +1,336 @@
+"Streaming interpretation: equal to the in-memory one, whatever the batches, the merges and the processes"
+import datetime, itertools, os, socket, time
+import numpy as np, pytest, torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import sklearn.metrics as skm
+import matplotlib.pyplot as plt
+
+from fastinterp.interpret import ClassificationInterpretation, _topk
+from fastinterp.streaming import StreamingStats, StreamingCallback, StreamingInterpretation
+from fastinterp.uncertainty import MEASURES
+from fastinterp.calibration import calibration_bins, calibration_metrics
+from fastinterp.data import digits_learner
+from conftest import plain_learner, fit_quietly, raw_outputs
+
+C, K = 6, 25
+
+def tied_data(n=997, seed=0):
+    "Probabilities, targets and cross-entropy losses of rounded logits: many items share every score exactly"
+    g = torch.Generator().manual_seed(seed)
+    logits = (torch.randn(n, C, generator=g) * 0.7).round()
+    targs = torch.randint(0, C, (n,), generator=g)
+    return logits.softmax(1), targs, F.cross_entropy(logits, targs, reduction='none')
+
+def ref_top(scores, k):
+    "Indices of the top `k` scores, ties to the lower index, by numpy's lexsort (independent of the code under test)"
+    s = np.asarray(scores)
+    return np.lexsort((np.arange(len(s)), -s))[:k]
+
+def stream(probs, targs, losses, sizes, k=K, idxs=None):
+    "A collector fed the items `idxs` (all, in order, by default) in batches of `sizes`, cycled"
+    s = StreamingStats(probs.shape[1], k)
+    idxs = torch.arange(len(probs)) if idxs is None else idxs
+    start = 0
+    for size in itertools.cycle(sizes):
+        if start >= len(idxs): return s
+        b = idxs[start:start + size]
+        start += size
+        s.update(probs[b], None if targs is None else targs[b], None if losses is None else losses[b], b)
+
+def assert_same(a, b):
+    "Two computed states hold exactly the same figures and kept items"
+    assert a['n'] == b['n']
+    np.testing.assert_array_equal(a['pred_counts'], b['pred_counts'])
+    np.testing.assert_array_equal(a['confusion'], b['confusion'])
+    for x, y in zip(a['calibration_bins'], b['calibration_bins']): assert torch.equal(x, y)
+    assert a['top'].keys() == b['top'].keys()
+    for l in a['top']:
+        for f, v in a['top'][l].items(): torch.testing.assert_close(v, b['top'][l][f], rtol=0, atol=0, equal_nan=True)
+
+# --- the collector on its own: exact top-k with ties, counts, merges
+@pytest.mark.parametrize('sizes', [[1], [7], [64], [1000], [3, 250, 1, 99]])
+@pytest.mark.parametrize('k', [1, K, 997])
+def test_topk_and_counts_with_ties(sizes, k):
+    probs, targs, losses = tied_data()
+    res = stream(probs, targs, losses, sizes, k).compute()
+    lists = {'loss': losses, **{m: f(probs) for m, f in MEASURES.items()}}
+    for name, scores in lists.items():
+        assert len(np.unique(scores.numpy())) < 997 // 4  # rounded logits: ties everywhere
+        want = ref_top(scores.numpy(), k)
+        kept = res['top'][name]
+        np.testing.assert_array_equal(kept['idx'].numpy(), want, err_msg=name)
+        assert torch.equal(kept['idx'], _topk(scores, k)[1])  # the in-memory interpretation's order
+        assert torch.equal(kept['score'], scores[want]) and torch.equal(kept['probs'], probs[want])
+        assert torch.equal(kept['targ'], targs[want]) and torch.equal(kept['loss'], losses[want])
+        assert torch.equal(kept['decoded'], probs[want].argmax(1))
+    d = probs.argmax(1).numpy()
+    np.testing.assert_array_equal(res['confusion'], skm.confusion_matrix(targs.numpy(), d, labels=range(C)))
+    np.testing.assert_array_equal(res['pred_counts'], np.bincount(d, minlength=C))
+    assert res['n'] == 997
+    # the bin sums are float64 sums of float32 confidences: exact at this size, so equal whatever the batches
+    for x, y in zip(res['calibration_bins'], calibration_bins(probs, targs)): assert torch.equal(x, y)
+
+def test_many_classes_and_confident_items():
+    "A wide, mostly confident classifier: most items never get scored in full, and the lists are still exact"
+    g = torch.Generator().manual_seed(2)
+    n, c = 6000, 300
+    targs = torch.randint(0, c, (n,), generator=g)
+    logits = torch.randn(n, c, generator=g) * 2
+    logits[torch.arange(n), targs] += 4 + 6 * torch.rand(n, generator=g)
+    probs, losses = logits.softmax(1), F.cross_entropy(logits, targs, reduction='none')
+    res = stream(probs, targs, losses, [128], k=10).compute()
+    for name, f in MEASURES.items():
+        np.testing.assert_array_equal(res['top'][name]['idx'].numpy(), ref_top(f(probs).numpy(), 10), err_msg=name)
+    np.testing.assert_array_equal(res['top']['loss']['idx'].numpy(), ref_top(losses.numpy(), 10))
+    for x, y in zip(res['calibration_bins'], calibration_bins(probs, targs)): assert torch.equal(x, y)
+
+def test_merge_in_any_order():
+    probs, targs, losses = tied_data()
+    whole = stream(probs, targs, losses, [100]).compute()
+    parts = torch.randperm(997, generator=torch.Generator().manual_seed(1)).tensor_split([300, 310, 700])  # uneven, shuffled
+    def collectors(): return [stream(probs, targs, losses, [41], idxs=p) for p in parts]
+    for order in itertools.permutations(range(4)):
+        cs = collectors()
+        merged = cs[order[0]]
+        for i in order[1:]: merged.merge(cs[i])
+        assert_same(merged.compute(), whole)
+    a, b, c, d = collectors()
+    assert_same(a.merge(b).merge(c.merge(d)).compute(), whole)  # a tree of merges
+    one = stream(probs, targs, losses, [100])
+    into_empty = StreamingStats(C, K).merge(one)
+    assert_same(into_empty.compute(), whole)
+    into_empty.update(probs[:5], targs[:5], losses[:5], torch.arange(2000, 2005))
+    assert_same(one.compute(), whole)  # merging took copies: `one` is untouched by later updates
+
+def test_unlabelled_stream_keeps_uncertainty_only():
+    probs, _, _ = tied_data()
+    res = stream(probs, None, None, [128]).compute()
+    assert res['confusion'].sum() == 0 and len(res['top']['loss']['idx']) == 0
+    want = ref_top(MEASURES['margin'](probs).numpy(), K)
+    np.testing.assert_array_equal(res['top']['margin']['idx'].numpy(), want)
+    assert (res['top']['margin']['targ'] == -1).all() and res['top']['margin']['loss'].isnan().all()
+
+def test_reset():
+    probs, targs, losses = tied_data()
+    s = stream(probs, targs, losses, [200])
+    s.reset()
+    assert s.n == 0 and s.labelled is None
+    s.update(probs[:5])  # unlabelled now: allowed after a reset
+    assert s.compute()['n'] == 5
+
+@pytest.mark.parametrize('args, match', [
+    (lambda p, t, l: (p[:, :4],), r'shape \(batch size, 6\)'),
+    (lambda p, t, l: (p[0],), r'shape \(batch size, 6\)'),
+    (lambda p, t, l: (p.log(),), r'outside \[0, 1\].*not logits'),
+    (lambda p, t, l: (p * 0.9,), 'must sum to 1.*off by 0.1'),
+    (lambda p, t, l: (torch.where(torch.arange(10)[:, None] == 3, float('nan'), p),), '1 of 10 rows.*NaN'),
+    (lambda p, t, l: ((p * 100).long(),), 'floating point'),
+    (lambda p, t, l: (p, t + 6), r'targs must lie in \[0, 6\)'),
+    (lambda p, t, l: (p, t.float()), 'integer class indices'),
+    (lambda p, t, l: (p, t[:9]), r'targs must have shape \(10,\)'),
+    (lambda p, t, l: (p, None, l), 'losses need targs'),
+    (lambda p, t, l: (p, t, l.clone().index_fill_(0, torch.tensor([2, 4]), float('nan'))), '2 of the 10 losses are NaN'),
+    (lambda p, t, l: (p, t, l[:, None]), r'losses must be floats of shape \(10,\)'),
+    (lambda p, t, l: (p, t, l, torch.arange(10.)), 'idxs must be 10 integer'),
+    (lambda p, t, l: (p, t, l, torch.arange(10) - 1), 'idxs must be item indices'),
+    (lambda p, t, l: (p, t, l, None, torch.full((10,), 9)), r'decoded must lie in \[0, 6\)'),
+])
+def test_bad_batches(args, match):
+    p, t, l = (x[:10] for x in tied_data())
+    with pytest.raises(ValueError, match=match): StreamingStats(C).update(*args(p, t, l))
+
+def test_bad_setups_and_merges():
+    p, t, l = tied_data()
+    with pytest.raises(ValueError, match='k must be'): StreamingStats(C, k=-1)
+    with pytest.raises(ValueError, match='n_classes'): StreamingStats(0)
+    with pytest.raises(ValueError, match="Unknown uncertainty measure.*'variance'"): StreamingStats(C, measures=('entropy', 'variance'))
+    with pytest.raises(ValueError, match='Nothing was streamed'): StreamingStats(C).compute()
+    s = StreamingStats(C).update(p[:10], t[:10], l[:10])
+    with pytest.raises(ValueError, match='has no targets.*earlier ones had'): s.update(p[10:20])
+    with pytest.raises(ValueError, match='has no losses'): s.update(p[10:20], t[10:20])
+    with pytest.raises(ValueError, match='set up differently'): s.merge(StreamingStats(C, k=3))
+    with pytest.raises(TypeError, match='merge a StreamingStats'): s.merge({'n': 3})
+    # two collectors left to number their items from 0: the same index twice is caught, not silently merged
+    a, b = StreamingStats(C).update(p[:50], t[:50], l[:50]), StreamingStats(C).update(p[50:100], t[50:100], l[50:100])
+    with pytest.raises(ValueError, match='same item index was streamed twice'): a.merge(b)
+    with pytest.raises(RuntimeError, match='torch.distributed to be initialized'): a.sync()
+
+# --- on a fastai learner: equal to the in-memory interpretation
+@pytest.fixture(scope='module')
+def in_memory(digits_vision):
+    return ClassificationInterpretation.from_learner(digits_vision)
+
+def check_equal(st, ref, k):
+    "Every view a streamed interpretation answers equals the in-memory one, exactly"
+    for a, b in zip(st.top_losses(k), ref.top_losses(k)): assert torch.equal(a, b)
+    for m in MEASURES:
+        for a, b in zip(st.most_uncertain(k, m), ref.most_uncertain(k, m)): assert torch.equal(a, b), m
+    for norm in (None, 'true', 'pred', 'all'): np.testing.assert_array_equal(st.confusion_matrix(norm), ref.confusion_matrix(norm))
+    assert st.most_confused() == ref.most_confused()
+    assert st.classification_report() == ref.classification_report()
+    assert st.n == len(ref.probs) and st.accuracy == int((ref.decoded == ref.targs).sum()) / len(ref.targs)
+    want = calibration_metrics(ref.probs, ref.targs)
+    assert st.calibration() == {f: want[f] for f in ('ece', 'mce', 'accuracy')}
+
+@pytest.mark.parametrize('bs', [64, 37, 1000])
+def test_digits_equal_in_memory(digits_vision, in_memory, bs):
+    learn = digits_vision
+    st = StreamingInterpretation.from_learner(learn, dl=learn.dls.valid.new(bs=bs), k=K, progress=False)
+    check_equal(st, in_memory, K)
+    t, d = in_memory.targs.numpy(), in_memory.decoded.numpy()
+    prec, rec, _, sup = skm.precision_recall_fscore_support(t, d, labels=range(10), zero_division=0)
+    pc = st.per_class()
+    np.testing.assert_array_equal(pc['support'], sup)
+    np.testing.assert_allclose(pc['recall'], rec, rtol=1e-12); np.testing.assert_allclose(pc['precision'], prec, rtol=1e-12)
+    np.testing.assert_array_equal(pc['predicted'], np.bincount(d, minlength=10))
+
+def test_shuffled_dl_is_put_back_in_order(digits_vision):
+    dl = digits_vision.dls.valid.new(shuffle=True, bs=50)
+    ref = ClassificationInterpretation.from_learner(digits_vision, dl=dl)
+    check_equal(StreamingInterpretation.from_learner(digits_vision, dl=dl, k=K, progress=False), ref, K)
+
+def test_callback_during_validate_recomputes_per_item_losses(digits_vision, in_memory):
+    "Attached to a plain validation (reduced loss), the callback's losses equal get_preds(with_loss=True)'s bit for bit"
+    cb = StreamingCallback(k=K)
+    with digits_vision.no_bar(): digits_vision.validate(cbs=[cb])
+    kept = cb.stats.compute()['top']['loss']
+    vals, idxs = in_memory.top_losses(K)
+    assert torch.equal(kept['score'], vals) and torch.equal(kept['idx'], idxs)
+    assert torch.equal(kept['loss'], in_memory.losses[idxs])
+    with pytest.raises(ValueError, match='shuffled DataLoader'):
+        with digits_vision.no_bar(): digits_vision.validate(dl=digits_vision.dls.valid.new(shuffle=True), cbs=[StreamingCallback()])
+
+def test_from_learner_streaming_keyword(digits_vision, in_memory):
+    st = ClassificationInterpretation.from_learner(digits_vision, streaming=True, k=K, progress=False)
+    assert isinstance(st, StreamingInterpretation)
+    check_equal(st, in_memory, K)
+    with pytest.raises(TypeError, match='streaming= goes with neither tta= nor mc_dropout='):
+        ClassificationInterpretation.from_learner(digits_vision, streaming=True, tta=True)
+
+def test_views_that_need_every_item(digits_vision):
+    st = StreamingInterpretation.from_learner(digits_vision, k=10, progress=False)
+    for view, call in [('to_df', st.to_df), ('uncertainty', st.uncertainty), ('correct', st.correct),
+                       ('most_correct', lambda: st.most_correct(3)), ('most_incorrect', lambda: st.most_incorrect(3)),
+                       ('plot_most_incorrect', lambda: st.plot_most_incorrect(3)), ('__getitem__', lambda: st[[0, 1]])]:
+        with pytest.raises(ValueError, match=f'{view} is not available from streamed statistics.*top 10.*in-memory'): call()
+    with pytest.raises(ValueError, match=r'top_losses\(k=11\).*top 10 of 359.*k=11'): st.top_losses(11)
+    with pytest.raises(ValueError, match=r'most_uncertain\(k=50\)'): st.most_uncertain(50, 'margin')
+    with pytest.raises(ValueError, match='callable'): st.most_uncertain(5, lambda p: p.max(1).values)
+    with pytest.raises(ValueError, match=r"cls=3.*one class"): st.most_uncertain(5, cls=3)
+    with pytest.raises(ValueError, match='largest=False'): st.top_losses(5, largest=False)
+    with pytest.raises(ValueError, match='n_bins=15 while streaming.*into 10'): st.calibration(10)
+    assert len(st.top_losses()[1]) == 10  # k=None: every kept item
+
+def test_unlabelled_test_dl(digits_vision, digits_path):
+    dl = digits_vision.dls.test_dl(sorted((digits_path/'valid').rglob('*.png'))[:70])
+    ref = ClassificationInterpretation.from_learner(digits_vision, dl=dl)
+    st = StreamingInterpretation.from_learner(digits_vision, dl=dl, k=K, progress=False)
+    for m in MEASURES:
+        for a, b in zip(st.most_uncertain(K, m), ref.most_uncertain(K, m)): assert torch.equal(a, b)
+    np.testing.assert_array_equal(st.per_class()['predicted'], np.bincount(ref.decoded.numpy(), minlength=10))
+    with pytest.raises(ValueError, match='unlabelled'): st.confusion_matrix()
+    with pytest.raises(ValueError, match='unlabelled'): st.top_losses(3)
+    with pytest.raises(ValueError, match='unlabelled'): st.calibration()
+
+def test_binary_one_output_sigmoid(digits_arrays):
+    X, y = digits_arrays
+    learn = fit_quietly(plain_learner(X, (y % 2).float()[:, None], nn.BCEWithLogitsLoss(), 1), 1)
+    ref = ClassificationInterpretation.from_learner(learn)
+    st = StreamingInterpretation.from_learner(learn, k=K, progress=False)
+    for m in MEASURES:
+        for a, b in zip(st.most_uncertain(K, m), ref.most_uncertain(K, m)): assert torch.equal(a, b), m
+    np.testing.assert_array_equal(st.confusion_matrix(), ref.confusion_matrix())
+    assert st.vocab == [0, 1]
+    # the in-memory losses come as (N, 1) here; the streamed ones are checked against BCE computed by hand
+    raw = raw_outputs(learn, learn.dls.valid).view(-1)
+    bce = F.binary_cross_entropy_with_logits(raw, (y[len(X) * 4 // 5:] % 2).float(), reduction='none')
+    vals, idxs = st.top_losses(K)
+    np.testing.assert_array_equal(idxs.numpy(), ref_top(bce.numpy(), K))
+    torch.testing.assert_close(vals, bce[idxs])
+
+def test_regression_and_multilabel_are_refused(digits_arrays):
+    X, y = digits_arrays
+    with pytest.raises(TypeError, match='regression'):
+        StreamingInterpretation.from_learner(plain_learner(X, y.float()[:, None], nn.MSELoss(), 1), progress=False)
+    learn = plain_learner(X, torch.stack([y % 2 == 0, y >= 5], 1).float(), nn.BCEWithLogitsLoss(), 2)
+    with pytest.raises(ValueError, match='single-label.*multi-label'): StreamingInterpretation.from_learner(learn, progress=False)
+
+def test_plots_of_kept_items_match_in_memory(digits_vision, in_memory, tmp_path):
+    st = StreamingInterpretation.from_learner(digits_vision, k=K, progress=False)
+    for name, a, b in [('top_losses', st.plot_top_losses(9), in_memory.plot_top_losses(9)),
+                       ('uncertain', st.plot_most_uncertain(6, 'margin'), in_memory.plot_most_uncertain(6, 'margin'))]:
+        titles = lambda fig: [ax.get_title() for ax in fig.axes]
+        assert titles(a) == titles(b) and a._suptitle.get_text() == b._suptitle.get_text()
+        a.savefig(tmp_path/f'{name}.png'); plt.close(a); plt.close(b)
+    fig = st.plot_confusion_matrix(); plt.close(fig)
+
+def test_progress_bar_shows_items_per_second(digits_vision, capsys):
+    st = StreamingInterpretation.from_learner(digits_vision, dl=digits_vision.dls.valid.new(bs=32), k=5)
+    assert 'items/s' in capsys.readouterr().out and st.items_per_s > 0
+    StreamingInterpretation.from_learner(digits_vision, k=5, progress=False)
+    assert capsys.readouterr().out == ''
+
+# --- two real processes (gloo on 127.0.0.1): merged figures equal one process's
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+def run_rank(rank, world, port, out, digits_path, weights):
+    "One process: a half of the tied data synced by hand, then the digits learner under fastai's distributed context"
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port),
+                      OMP_NUM_THREADS='1')
+    torch.set_num_threads(1)
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=60))
+    try:
+        probs, targs, losses = tied_data()
+        res = {'stats': stream(probs, targs, losses, [37], idxs=torch.arange(rank, 997, world)).sync().compute(),
+               # a rank that saw nothing still takes part, and ends with the other's figures
+               'one_rank': (stream(probs, targs, losses, [100]) if rank == 0 else StreamingStats(C, K)).sync().compute()}
+        learn = digits_learner(digits_path)
+        learn.model.load_state_dict(torch.load(weights))
+        # on a CPU: SyncBatchNorm is GPU-only, and accelerate must be told (cpu=True) or it leaves the model unwrapped
+        with learn.distrib_ctx(sync_bn=False, cpu=True):
+            st = StreamingInterpretation.from_learner(learn, k=K, progress=False)
+        views = lambda st: {'n': st.n, 'top_losses': st.top_losses(K), 'confusion': st.confusion_matrix(),
+                            **{m: st.most_uncertain(K, m) for m in MEASURES}}
+        res['fastai'] = views(st)
+        # or a DistributedDL given directly, outside the context: each process streams its slice, then they merge
+        from fastai.distributed import DistributedDL
+        res['distributed_dl'] = views(StreamingInterpretation.from_learner(learn, dl=DistributedDL(learn.dls.valid), k=K, progress=False))
+        torch.save(res, os.path.join(out, f'rank{rank}.pt'))
+    finally: dist.destroy_process_group()
+
+@pytest.fixture(scope='module')
+def two_ranks(tmp_path_factory, digits_vision, digits_path):
+    out = tmp_path_factory.mktemp('ranks')
+    torch.save(digits_vision.model.state_dict(), out/'weights.pt')
+    ctx = mp.start_processes(run_rank, args=(2, free_port(), str(out), str(digits_path), str(out/'weights.pt')),
+                             nprocs=2, join=False, start_method='spawn')
+    deadline = time.monotonic() + 150
+    while not ctx.join(timeout=1):
+        if time.monotonic() > deadline:
+            for p in ctx.processes: p.kill()
+            pytest.fail('the two processes did not finish within 150 s')
+    return [torch.load(out/f'rank{r}.pt', weights_only=False) for r in range(2)]
+
+def test_two_gloo_processes_sync_to_the_single_process_figures(two_ranks):
+    probs, targs, losses = tied_data()
+    whole = stream(probs, targs, losses, [100]).compute()
+    for r in two_ranks:
+        assert_same(r['stats'], whole)
+        assert_same(r['one_rank'], whole)
+
+@pytest.mark.parametrize('how', ['fastai', 'distributed_dl'])
+def test_fastai_distributed_context_gives_the_single_process_figures(two_ranks, in_memory, how):
+    for r in two_ranks:
+        got = r[how]
+        assert got['n'] == len(in_memory.probs)  # DistributedDL's padding duplicates were dropped
+        for a, b in zip(got['top_losses'], in_memory.top_losses(K)): assert torch.equal(a, b)
+        for m in MEASURES:
+            for a, b in zip(got[m], in_memory.most_uncertain(K, m)): assert torch.equal(a, b), m
+        np.testing.assert_array_equal(got['confusion'], in_memory.confusion_matrix())
