@@ -121,7 +121,7 @@ def read_items(data, # An image folder (labels: parent folder names), or a CSV o
     "(items, labels or None, skipped): the images of `data` that can be read, their labels, and those that cannot"
     data = Path(data)
     if not data.exists(): raise BadInput(f"no such file or folder: {data}")
-    items, labels = _read_csv(data, item_col, label_col) if data.is_file() else _read_folder(data)
+    items, labels = _read_csv(data, item_col, label_col) if data.is_file() else _read_folder(data, unlabelled)
     ok = [_readable(f) for f in items]
     skipped = [f for f, o in zip(items, ok) if not o]
     if not any(ok): raise BadInput(f"none of the {len(items)} images listed in {data} can be read")
@@ -129,12 +129,12 @@ def read_items(data, # An image folder (labels: parent folder names), or a CSV o
     if labels is not None: labels = [l for l, o in zip(labels, ok) if o]
     return items, None if unlabelled else labels, skipped
 
-def _read_folder(data):
+def _read_folder(data, unlabelled):
     from fastai.data.transforms import get_image_files
     files = list(get_image_files(data))
     if not files: raise BadInput(f"no images in {data} (looked for image files in it and its subfolders)")
     loose = [f for f in files if f.parent == data]
-    if len(loose) == len(files): return files, None  # no class folders: unlabelled
+    if unlabelled or len(loose) == len(files): return files, None  # no class folders: unlabelled
     if loose: raise BadInput(f"{len(loose)} image(s) sit directly in {data}, outside any class folder (e.g. {loose[0].name}): "
                              f"move them into a folder named after their class, or pass --unlabelled")
     return files, [f.parent.name for f in files]
@@ -250,7 +250,8 @@ def report(learner, # File written by `learn.export()`
         out=DEFAULT_OUT, # Folder to write the report into
         tta:int=0, # Augmented passes of test-time augmentation; 0: none
         k:int=9, # Items in each gallery
-        item_col=None, label_col=None, # CSV columns (default: the first two)
+        item_col=None, # CSV column of the image paths (default: the first)
+        label_col=None, # CSV column of the labels (default: the second)
         unlabelled:bool=False, # Ignore labels: the uncertainty part only
         imports=(), # Modules defining the learner's custom classes or functions
         file=None, # Where to print; stdout if None

@@ -242,6 +242,9 @@ def _meta(interp, data, skipped):
     bits = [f'model <code>{_e(type(learn.model).__name__)}</code>',
             f'loss <code>{_e(str(loss))}</code> &rarr; {_e(act)}',
             f'{len(interp.probs):,} items' + (f' from <code>{_e(str(data))}</code>' if data else '')]
+    if (T := vars(learn).get('temperature')) is not None:  # every probability in the report went through it
+        T = ', '.join(f'{t:.3g}' for t in np.atleast_1d(np.asarray(T, dtype=float)))
+        bits.append(f'temperature T = {T} (from <code>learn.calibrate</code>)')
     if skipped: bits.append(f'<strong>{len(skipped):,} unreadable item(s) skipped</strong>')
     return ' &middot; '.join(bits)
 

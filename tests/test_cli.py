@@ -72,6 +72,18 @@ def test_temperature_fitted_on_one_half_measured_on_the_other(digits_vision, dig
         assert res[key]['ece'] == pytest.approx(float(ece), abs=1e-5)
     assert _temperature(learn, dl_of, items[:39], None, print) is None  # too few items to split
 
+def test_report_of_a_learner_exported_with_a_temperature(digits_vision, digits_path, tmp_path, capsys):
+    learn = digits_vision
+    learn.temperature = 1.5
+    try: learn.export(tmp_path/'tempered.pkl')
+    finally: del learn.temperature
+    code, text, err = run(['report', tmp_path/'tempered.pkl', digits_path/'valid', '--out', tmp_path/'rep', '--k', 2], capsys)
+    assert code == 0, err
+    assert 'temperature T = 1.5 (from' in (tmp_path/'rep'/'report.html').read_text()
+    df = pd.read_csv(tmp_path/'rep'/'predictions.csv')
+    dl = learn.dls.test_dl([digits_path/'valid'/f for f in df['item']], with_labels=True)
+    np.testing.assert_allclose(df['p_pred'], torch.softmax(raw_outputs(learn, dl) / 1.5, 1).max(1).values, atol=1e-5)
+
 @pytest.fixture(scope='module')
 def flat_csv(digits_path, tmp_path_factory):
     "A CSV of item and label columns over a flat folder (no class folders: labels come from the CSV alone), one file broken"
@@ -96,7 +108,8 @@ def test_report_on_a_csv_skips_unreadable_images(exported, flat_csv, tmp_path, c
 def test_report_unlabelled(exported, digits_path, flat_csv, tmp_path, capsys):
     pkl, _ = exported
     csv, targs = flat_csv
-    for argv, n in [([csv.parent/'img'], len(targs)), ([csv, '--label-col', 'file', '--unlabelled'], len(targs))]:
+    for argv, n in [([csv.parent/'img'], len(targs)), ([csv, '--label-col', 'file', '--unlabelled'], len(targs)),
+                    ([csv.parent, '--unlabelled'], len(targs))]:  # a loose CSV beside the img/ folder: no class folders needed
         code, text, err = run(['report', pkl, *argv, '--out', tmp_path, '--k', 2], capsys)
         assert code == 0, err
         assert 'no labels: the uncertainty part only' in text
