@@ -49,7 +49,8 @@ def idx_list(idxs):
 def _grid(n, ncols=None, cell=2.4, title_lines=2):
     ncols = ncols or min(n, max(3, math.ceil(math.sqrt(n))))
     nrows = math.ceil(n / ncols)
-    fig, axs = plt.subplots(nrows, ncols, figsize=(ncols * cell, nrows * (cell + 0.18 * title_lines) + 0.5), squeeze=False)
+    fig, axs = plt.subplots(nrows, ncols, figsize=(ncols * cell, nrows * (cell + 0.18 * title_lines) + 0.5), squeeze=False,
+                            layout='constrained')  # keeps each row's titles clear of the row above, and the figure title
     for ax in axs.flat[n:]: ax.axis('off')
     return fig, axs.flat[:n]
 
@@ -99,7 +100,7 @@ def show_items(interp, # A `ClassificationInterpretation`
     w, h = fig.get_size_inches()
     fig.set_size_inches(max(w, 6), h + 0.6)  # room for the two-line figure title, even above a narrow grid
     if suptitle: fig.suptitle(suptitle + ('\ngreen: right, red: wrong' if interp.labelled else ''), fontsize=11)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.6 / (h + 0.6)))
+    if fig.get_layout_engine() is None: fig.tight_layout(rect=(0, 0, 1, 1 - 0.6 / (h + 0.6)))
     return fig
 
 def _show(interp, idxs, titles, colors, **kwargs):

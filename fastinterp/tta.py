@@ -170,7 +170,7 @@ def tta(self:Learner,
     if hasattr(dl, 'get_idxs'):  # one fixed order for every pass, restored at the end as get_preds does
         idxs = dl.get_idxs()
         aug_dl, plain_dl = (d.new(get_idxs=_ConstantFunc(idxs)) for d in (aug_dl, plain_dl))
-    with (nullcontext() if progress else self.no_bar()):
+    with (nullcontext() if progress else self.no_bar()), self.no_logging():  # no empty table of training metrics
         try:
             self(_before_epoch)
             with self.no_mbar():
