@@ -2,12 +2,14 @@
 
 Synthetic logits (N x C, float32) are generated batch by batch from a per-batch seed and never held whole.
 - bare: softmax, then the running top k of the items by confidence (torch.topk over kept + batch)
-- stream: softmax, per-item cross-entropy, then StreamingStats.update (confusion and calibration counts, per-class
-  counts, exact top k by loss and by each of the four uncertainty measures, kept with their probability rows)
-- generate: only the generation of the batches, which both loops pay
-Each run is a fresh process; memory is the rise of its peak RSS (getrusage ru_maxrss) over its state after
+- stream: softmax, then StreamingStats.update (confusion and calibration counts, per-class counts, exact top k by
+  loss and by each of the four uncertainty measures, kept with their probability rows)
+- generate: only making the batches (logits, targets and per-item cross-entropy, which fastai's validation loop
+  computes whatever callbacks run), which every loop pays
+Each run is a fresh process with one torch thread; time is the process's CPU time (steadier than wall time on a
+shared machine; both are printed); memory is the rise of its peak RSS (getrusage ru_maxrss) over its state after
 start-up, so it counts torch's C allocations (tracemalloc would not see them). Prints medians over --runs runs
-at --n items and one run at --n-full items.
+at --n items and one run at --n-full items (0: skip it).
 Run: .venv/bin/python bench/bench_streaming.py [--runs 5] [--n 200000] [--n-full 2000000]
 """
 import argparse, json, resource, statistics, subprocess, sys, time
@@ -15,8 +17,8 @@ import argparse, json, resource, statistics, subprocess, sys, time
 def rss_mb(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 def batches(n, c, bs, boost, seed=0):
-    "(first item, logits, targets) for n items, each batch drawn from its own seed: the same batches in every loop"
-    import torch
+    "(first item, logits, targets, per-item losses) for n items, each batch from its own seed: the same batches in every loop"
+    import torch, torch.nn.functional as F
     for i, start in enumerate(range(0, n, bs)):
         g = torch.Generator().manual_seed(seed + i)
         b = min(bs, n - start)
@@ -24,19 +26,20 @@ def batches(n, c, bs, boost, seed=0):
         logits = torch.randn(b, c, generator=g) * 2
         # the target's logit raised by N(boost, 3): boost 10 is right on ~83% of 1,000 classes (ImageNet-like), 4 on ~12%
         logits[torch.arange(b), targs] += boost + 3 * torch.randn(b, generator=g) * (boost > 4)
-        yield start, logits, targs
+        # the loss comes with the batch, as in fastai's validation loop, which computes `learn.loss` whatever callbacks run
+        yield start, logits, targs, F.cross_entropy(logits, targs, reduction='none')
 
 def run(case, n, c, bs, k, boost):
-    import torch, torch.nn.functional as F
+    import torch
     torch.set_num_threads(1)
     if case == 'stream':
         from fastinterp.streaming import StreamingStats
         stats = StreamingStats(c, k)
-        def step(start, logits, targs):
-            stats.update(logits.softmax(1), targs, F.cross_entropy(logits, targs, reduction='none'), torch.arange(start, start + len(targs)))
+        def step(start, logits, targs, losses):
+            stats.update(logits.softmax(1), targs, losses, torch.arange(start, start + len(targs)))
     elif case == 'bare':
         kept = torch.empty(0)
-        def step(start, logits, targs):
+        def step(start, logits, targs, losses):
             nonlocal kept
             conf = logits.softmax(1).max(1).values
             kept = torch.cat([kept, -conf]).topk(min(k, len(kept) + len(conf))).values
@@ -58,6 +61,14 @@ def measure(case, n, a):
     if r.returncode: sys.exit(f"{case} at n={n} failed:\n{r.stderr}")
     return json.loads(r.stdout.strip().splitlines()[-1])
 
+def report(title, r):
+    "One table: CPU time (what the ratios use), wall time, items/s, peak RSS rise; then the ratios"
+    print(title)
+    print(f"{'case':<10}{'CPU time':>10}{'wall':>9}{'items/s':>11}{'peak RSS rise':>15}")
+    for c, x in r.items(): print(f"{c:<10}{x['time']:>9.2f}s{x['wall']:>8.2f}s{x['items_per_s']:>11,.0f}{x['peak_mb']:>12.1f} MB")
+    gen, bare, st = (r[c]['time'] for c in ('generate', 'bare', 'stream'))
+    print(f"stream / bare CPU time: {st / bare:.2f} with the generation of the batches, {(st - gen) / (bare - gen):.2f} without it\n")
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument('--runs', type=int, default=5); p.add_argument('--n', type=int, default=200_000)
@@ -72,19 +83,12 @@ def main():
     for _ in range(a.runs):  # interleaved, so a busy spell of the machine hits every case alike
         for c in cases: res[c].append(measure(c, a.n, a))
     med = {c: {f: statistics.median(r[f] for r in rs) for f in rs[0]} for c, rs in res.items()}
-    print(f"N={a.n:,} x C={a.c:,}, batches of {a.bs}, k={a.k}, boost {a.boost}: median of {a.runs} runs, each in a fresh process")
-    print(f"synthetic classifier: accuracy {med['stream']['accuracy']:.1%}, mean confidence {med['stream']['mean_confidence']:.1%}")
-    print(f"{'case':<10}{'time':>10}{'items/s':>12}{'peak RSS rise':>16}")
-    for c in cases: print(f"{c:<10}{med[c]['time']:>9.2f}s{med[c]['items_per_s']:>12,.0f}{med[c]['peak_mb']:>13.1f} MB")
-    gen = med['generate']['time']
-    print(f"time stream / bare: {med['stream']['time'] / med['bare']['time']:.2f} (with generation), "
-          f"{(med['stream']['time'] - gen) / (med['bare']['time'] - gen):.2f} (generation subtracted)")
+    print(f"C={a.c:,} classes, batches of {a.bs}, k={a.k}, 1 thread; synthetic classifier: accuracy {med['stream']['accuracy']:.1%}, "
+          f"mean confidence {med['stream']['mean_confidence']:.1%}\n")
+    report(f"N={a.n:,}: median of {a.runs} runs, each in a fresh process", med)
+    if not a.n_full: return
     full = {c: measure(c, a.n_full, a) for c in cases}
-    print(f"\nN={a.n_full:,} x C={a.c:,}, one run each (all N x C logits would take {a.n_full * a.c * 4 / 2**30:.1f} GiB as float32)")
-    for c in cases: print(f"{c:<10}{full[c]['time']:>9.2f}s{full[c]['items_per_s']:>12,.0f}{full[c]['peak_mb']:>13.1f} MB")
-    gen = full['generate']['time']
-    print(f"time stream / bare: {full['stream']['time'] / full['bare']['time']:.2f} (with generation), "
-          f"{(full['stream']['time'] - gen) / (full['bare']['time'] - gen):.2f} (generation subtracted)")
-    print(f"stream peak RSS rise at N={a.n_full:,} / at N={a.n:,}: {full['stream']['peak_mb'] / med['stream']['peak_mb']:.2f}")
+    report(f"N={a.n_full:,}: one run each (the N x C logits whole would take {a.n_full * a.c * 4 / 2**30:.1f} GiB as float32)", full)
+    print(f"stream peak RSS rise at N={a.n_full:,} over that at N={a.n:,}: {full['stream']['peak_mb'] / med['stream']['peak_mb']:.2f}")
 
 if __name__ == '__main__': main()

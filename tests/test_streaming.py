@@ -192,7 +192,7 @@ def test_shuffled_dl_is_put_back_in_order(digits_vision):
     ref = ClassificationInterpretation.from_learner(digits_vision, dl=dl)
     check_equal(StreamingInterpretation.from_learner(digits_vision, dl=dl, k=K, progress=False), ref, K)
 
-def test_callback_during_validate_recomputes_per_item_losses(digits_vision, in_memory):
+def test_callback_during_validate_and_get_preds(digits_vision, in_memory):
     "Attached to a plain validation (reduced loss), the callback's losses equal get_preds(with_loss=True)'s bit for bit"
     cb = StreamingCallback(k=K)
     with digits_vision.no_bar(): digits_vision.validate(cbs=[cb])
@@ -200,6 +200,10 @@ def test_callback_during_validate_recomputes_per_item_losses(digits_vision, in_m
     vals, idxs = in_memory.top_losses(K)
     assert torch.equal(kept['score'], vals) and torch.equal(kept['idx'], idxs)
     assert torch.equal(kept['loss'], in_memory.losses[idxs])
+    cb = StreamingCallback(k=K)  # or during get_preds, beside what it gathers
+    with digits_vision.no_bar(): digits_vision.get_preds(cbs=[cb])
+    kept = cb.stats.compute()['top']
+    assert torch.equal(kept['loss']['idx'], idxs) and torch.equal(kept['margin']['idx'], in_memory.most_uncertain(K, 'margin')[1])
     with pytest.raises(ValueError, match='shuffled DataLoader'):
         with digits_vision.no_bar(): digits_vision.validate(dl=digits_vision.dls.valid.new(shuffle=True), cbs=[StreamingCallback()])
 
