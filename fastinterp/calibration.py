@@ -199,7 +199,8 @@ def fit_temperature(out, # (N, C) raw outputs, logits or log-probabilities; mult
     t = t.reshape(z.shape).double() if multilabel else class_targets(t, z).long()
     # the NLL is convex in beta = 1/T: its slope rises through 0 once, so Newton's method on the slope, kept inside
     # a bracket that shrinks every step (bisection in log beta when Newton would leave it), finds the minimum
-    lo, hi = torch.full((z.shape[1] if multilabel else 1,), 1 / bounds[1], dtype=z.dtype), torch.full((z.shape[1] if multilabel else 1,), 1 / bounds[0], dtype=z.dtype)
+    K = z.shape[1] if multilabel else 1
+    lo, hi = (torch.full((K,), 1 / b, dtype=z.dtype) for b in (bounds[1], bounds[0]))
     at_lo, at_hi = _nll_slope(z, t, lo, multilabel)[0] >= 0, _nll_slope(z, t, hi, multilabel)[0] <= 0
     beta = torch.ones_like(lo).clamp(lo, hi)
     for _ in range(200):
@@ -242,7 +243,7 @@ def calibrate(self:Learner,
         n_bins:int=15, # Bins of the ECE reported
         quiet:bool=False, # Do not print the summary
     )->pd.DataFrame:
-    "Fit a temperature T on held-out outputs (least NLL) so get_preds, predict, tta and interpretation give softmax(out / T)"
+    "Fit a temperature T on held-out outputs (least NLL) so get_preds, predict, tta and interpretation give softmax(out / T); figures at T = 1 and T"
     rec = _scalable(self)
     out, targs = stock_get_preds(self, ds_idx=ds_idx, dl=dl, act=noop)[:2]
     if not isinstance(targs, torch.Tensor) or not targs.numel():
@@ -301,7 +302,7 @@ def _mc_measures(mean, sq, ent, multilabel):
 class _MCDropout(Callback):
     "During inference, `n` forward passes of each batch with only the dropout layers on, reduced to per-item results at once"
     order = TrainEvalCallback.order + 1  # after TrainEvalCallback has put the whole model in eval mode
-    def __init__(self, n, rec, drops, with_loss): store_attr(); self.res = []
+    def __init__(self, n, rec, drops): store_attr(); self.res = []
 
     def before_validate(self):
         for m in self.drops: m.train()
@@ -312,18 +313,15 @@ class _MCDropout(Callback):
             out = self.pred if i == 0 else self.model(*self.xb)  # fastai's own forward pass is the first
             p = activate(self.learn, out.float(), rec=self.rec)[0].double()
             if ml and p.ndim == 1: p = p[:, None]
-            loss = (self.loss_func(out, *self.yb).double().view(len(p), -1).mean(1) if self.with_loss and len(self.yb)
-                    else p.new_zeros(len(p)))
-            terms = (p, p * p, _entropy(p, ml), loss)
+            terms = (p, p * p, _entropy(p, ml))
             sums = terms if sums is None else [s + x for s, x in zip(sums, terms)]
-        mean, sq, ent, loss = (s / self.n for s in sums)
-        self.res.append(self.learn.to_detach(tuple(x.float() for x in (mean, *_mc_measures(mean, sq, ent, ml), loss))))
+        mean, sq, ent = (s / self.n for s in sums)
+        self.res.append(self.learn.to_detach(tuple(x.float() for x in (mean, *_mc_measures(mean, sq, ent, ml)))))
 
 class MCDropoutPreds(NamedTuple):
     "Per item: the mean prediction over the dropout passes and its epistemic uncertainty"
     probs: torch.Tensor        # (N, C) mean probabilities; multilabel: (N, L)
     targs: torch.Tensor|None   # Targets; None for an unlabelled DataLoader
-    losses: torch.Tensor|None  # (N,) loss averaged over the passes, if asked for
     mutual_info: torch.Tensor  # (N,) BALD: entropy of the mean minus mean entropy, / log C, in [0, 1] (multilabel: largest label's, / log 2)
     variance: torch.Tensor     # (N,) variance over the passes of p(predicted class) (multilabel: largest over labels), in [0, 0.25]
 
@@ -331,7 +329,6 @@ def mc_dropout(learn, # A classifier whose model has dropout layers
         n:int=20, # Stochastic forward passes per item
         dl=None, # `DataLoader` to predict on; `learn.dls[ds_idx]` if None
         ds_idx:int=1, # Index of `learn.dls` when `dl` is None
-        with_loss:bool=False, # Also return each item's loss, averaged over the passes
         seed:int|None=None, # Seed of the dropout masks, for a repeatable result (the global RNG is left as it was)
     )->MCDropoutPreds:
     "MC dropout (Gal & Ghahramani 2016): `n` passes with only dropout on (BatchNorm stays in eval), in O(N x C) memory"
@@ -348,12 +345,12 @@ def mc_dropout(learn, # A classifier whose model has dropout layers
     if not len(dl): raise ValueError("Cannot run MC dropout over an empty DataLoader: it holds no items")
     # the callback keeps items in the order the batches come: make it the dataset's
     if getattr(dl, 'shuffle', False) or getattr(dl, 'drop_last', False): dl = dl.new(shuffle=False, drop_last=False)
-    cb = _MCDropout(n, rec, drops, with_loss)
+    cb = _MCDropout(n, rec, drops)
     with (torch.random.fork_rng() if seed is not None else contextlib.nullcontext()):
         if seed is not None: torch.manual_seed(seed)
-        try: res = stock_get_preds(learn, dl=dl, act=noop, with_loss=with_loss, with_preds=False, reorder=False, cbs=cb)
+        try: res = stock_get_preds(learn, dl=dl, act=noop, with_preds=False, reorder=False, cbs=cb)
         finally:
             for m in drops: m.eval()
-    probs, mi, var, losses = (torch.cat(x) for x in zip(*cb.res))
+    probs, mi, var = (torch.cat(x) for x in zip(*cb.res))
     targs = res[1] if isinstance(res[1], torch.Tensor) and res[1].numel() else None
-    return MCDropoutPreds(probs, targs, losses if with_loss and targs is not None else None, mi, var)
+    return MCDropoutPreds(probs, targs, mi, var)

@@ -332,12 +332,11 @@ def test_mc_dropout_matches_passes_stacked_by_hand(vision):
     bn = [m for m in learn.model.modules() if isinstance(m, nn.BatchNorm2d)]
     stats = [m.running_mean.clone() for m in bn]
     rng = torch.get_rng_state()
-    with learn.no_bar(): r = mc_dropout(learn, n, seed=0, with_loss=True)
+    with learn.no_bar(): r = mc_dropout(learn, n, seed=0)
     assert torch.equal(torch.get_rng_state(), rng)  # the seed does not touch the global generator
     assert not any(m.training for m in learn.model.modules()) and all(torch.equal(m.running_mean, s) for m, s in zip(bn, stats))
     out, t = passes_by_hand(learn, n, 0)
     P = torch.softmax(out, 2).numpy()
-    losses = F.cross_entropy(out.permute(0, 2, 1), t[:, None].expand(-1, n), reduction='none').numpy()  # (N, n)
     N, C = len(P), P.shape[2]
     mean = P.mean(1)
     np.testing.assert_allclose(r.probs.numpy(), mean, atol=1e-6)
@@ -345,7 +344,6 @@ def test_mc_dropout_matches_passes_stacked_by_hand(vision):
     mi = (sp_entropy(mean, axis=1) - sp_entropy(P, axis=2).mean(1)) / math.log(C)
     np.testing.assert_allclose(r.mutual_info.numpy(), mi, atol=1e-5)
     np.testing.assert_allclose(r.variance.numpy(), P[np.arange(N), :, mean.argmax(1)].var(1), atol=1e-6)
-    np.testing.assert_allclose(r.losses.numpy(), losses.mean(1), rtol=1e-5, atol=1e-6)
     assert torch.equal(r.targs, valid_targets(learn))
 
 def test_mc_dropout_multilabel_by_hand(multilabel):
@@ -358,7 +356,6 @@ def test_mc_dropout_multilabel_by_hand(multilabel):
     np.testing.assert_allclose(r.probs.numpy(), mean, atol=1e-6)
     np.testing.assert_allclose(r.mutual_info.numpy(), mi.max(1), atol=1e-5)
     np.testing.assert_allclose(r.variance.numpy(), P.var(1).max(1), atol=1e-6)
-    assert r.losses is None
 
 def test_mc_dropout_runs_n_passes_per_batch(overfit):
     calls = []
@@ -414,16 +411,17 @@ def test_interpretation_mc_dropout_measures(vision):
     torch.manual_seed(5)
     with vision.no_bar(): it = ClassificationInterpretation.from_learner(vision, mc_dropout=4)
     torch.manual_seed(5)
-    vision.dls.valid.one_batch()  # as from_learner does to see whether the data is labelled: it draws from the same generator
-    with vision.no_bar(): r = mc_dropout(vision, 4, with_loss=True)
+    with vision.no_bar(): r = mc_dropout(vision, 4)
     torch.testing.assert_close(it.probs, r.probs)
-    torch.testing.assert_close(it.losses, r.losses)
+    torch.testing.assert_close(it.losses, -r.probs[torch.arange(len(r.probs)), r.targs].log())  # NLL of the mean, as TTA's
     assert torch.equal(it.decoded, r.probs.argmax(1))
     for m in ('mutual_info', 'variance'):
         s, i = it.most_uncertain(10, measure=m)
         assert i.tolist() == np.argsort(-getattr(r, m).numpy(), kind='stable')[:10].tolist()
         np.testing.assert_array_equal(it.to_df()[m].values, getattr(r, m).numpy())
     with pytest.raises(TypeError, match='mc_dropout'): ClassificationInterpretation.from_learner(vision, mc_dropout=3, tta=True)
+    with vision.no_bar(): unlabelled = ClassificationInterpretation.from_learner(vision, dl=vision.dls.test_dl(vision.dls.valid.items[:8]), mc_dropout=3)
+    assert unlabelled.targs is None and unlabelled.losses is None and len(unlabelled.most_uncertain(3, 'mutual_info')[1]) == 3
     plain = ClassificationInterpretation.from_learner(vision)
     with pytest.raises(ValueError, match='mc_dropout=20'): plain.most_uncertain(5, measure='mutual_info')
     assert 'mutual_info' not in plain.to_df()
