@@ -21,7 +21,7 @@ from fastai.data.load import DataLoader
 from fastai.learner import Learner
 from fastai.callback.core import Callback, CancelValidException
 from fastai.torch_core import set_seed
-import fastinterp
+import fastinterp  # patches fastai: probabilities from get_preds, and Learner.calibrate
 from fastinterp.calibration import calibration_metrics, mc_dropout
 from fastinterp.data import digits_folder, digits_learner
 

@@ -1,6 +1,6 @@
 "Calibration: metrics against torchmetrics, sklearn and hand-computed cases; temperature scaling; MC dropout against passes stacked by hand"
 import math, warnings
-import numpy as np, pandas as pd, pytest, torch
+import numpy as np, pytest, torch
 import torch.nn as nn
 import torch.nn.functional as F
 import sklearn.metrics as skm
@@ -18,7 +18,7 @@ from fastinterp.calibration import (CalibrationBins, calibration_bins, label_cal
                                     ece, mce, label_ece, brier, nll, calibration_metrics, reliability_diagram, fit_temperature,
                                     mc_dropout)
 from fastinterp.interpret import ClassificationInterpretation
-from conftest import raw_outputs, fit_quietly
+from conftest import raw_outputs
 
 # --- data and learners
 def random_probs(n, C, seed=0):
