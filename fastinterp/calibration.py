@@ -167,7 +167,9 @@ def reliability_diagram(probs, targs,
         hx.text(x, k / n * 1.4, _count(k), ha='center', va='bottom', fontsize=6, color='0.25', zorder=4)
     hx.axvline(overall, color='#3b75af', linewidth=1.5, label=f'{obs} {_pct(overall)}', zorder=3)
     hx.axvline(mean_conf, color='#d62728', linestyle='--', linewidth=1.5, label=f'{conf_name} {_pct(mean_conf)}', zorder=3)
-    hx.legend(loc='upper left' if overall + mean_conf > 1 else 'upper right', fontsize=7, framealpha=0.9, edgecolor='none')
+    # where no tall bar is: multilabel probabilities pile up at both ends, top-label confidences at one
+    hx.legend(loc='upper center' if multilabel else 'upper left' if overall + mean_conf > 1 else 'upper right',
+              fontsize=7, framealpha=0.9, edgecolor='none')
     hx.set(yscale='log', ylim=(min(0.5 / n, 0.1), 40), ylabel=f"share of {n:,}\n{'predictions' if multilabel else 'items'} (log)",
            xlabel='Predicted probability, every label' if multilabel else 'Confidence (top-label probability)')
     hx.set_yticks([y for y in (1e-4, 1e-3, 1e-2, 1e-1, 1) if y >= 0.5 / n])
