@@ -15,6 +15,7 @@ from .preds import activate, stock_get_preds, add_patch
 from .tta import item_nll, class_targets
 from .uncertainty import MEASURES, check_finite, uncertainty, multilabel_uncertainty
 from . import show
+from . import calibration as cal
 
 def _is_labelled(dl):
     "Whether `dl` yields targets after its inputs (an unlabelled test_dl does not)"
@@ -62,6 +63,7 @@ class ClassificationInterpretation(fastai.interpret.ClassificationInterpretation
     ):
         store_attr('learn,dl,probs,targs,decoded,losses,act,multilabel,thresh')
         self.tta_report = None  # per-pass accuracy and NLL, when built from test-time augmentation
+        self.extra_measures = {}  # name -> (N,) uncertainty beyond MEASURES: 'mutual_info' and 'variance' from MC dropout
         self.vocab = _vocab(dl, probs.shape[1])
 
     @classmethod
@@ -71,11 +73,19 @@ class ClassificationInterpretation(fastai.interpret.ClassificationInterpretation
         dl:DataLoader=None, # `DataLoader` to interpret; may be unlabelled (a `test_dl`)
         act=None, # Override the loss's activation
         tta:bool|int=False, # Interpret test-time-augmented probabilities: True (4 passes) or the number of passes
-        **tta_kwargs # Passed to `Learner.tta` (item_tfms, batch_tfms, beta, mode, progress)
+        mc_dropout:int=0, # Interpret the mean of this many passes with dropout on; adds the 'mutual_info' and 'variance' measures
+        streaming:bool=False, # Keep counts and the top `k` items only (a `StreamingInterpretation`): memory independent of N
+        **tta_kwargs # Passed to `Learner.tta` (item_tfms, batch_tfms, beta, mode, progress); with streaming: k, n_bins, measures, progress
     ):
         "Run inference once over `dl` and cache probabilities, targets, decoded classes and losses"
+        if streaming:
+            if tta or mc_dropout: raise TypeError("streaming= goes with neither tta= nor mc_dropout=: they keep every prediction")
+            from .streaming import StreamingInterpretation
+            return StreamingInterpretation.from_learner(learn, ds_idx, dl, act, **tta_kwargs)
         if tta_kwargs and not tta: raise TypeError(f"Unexpected arguments {', '.join(tta_kwargs)}: they are for tta=True")
         if tta and act is not None: raise TypeError("act= and tta= do not go together: TTA averages the registry's probabilities")
+        if mc_dropout and (tta or act is not None):
+            raise TypeError("mc_dropout= goes with neither tta= nor act=: it averages the registry's probabilities over dropout passes")
         if dl is None: dl = learn.dls[ds_idx].new(shuffle=False, drop_last=False)
         if len(dl) == 0 or len(dl.dataset) == 0: raise ValueError("Cannot interpret an empty DataLoader: it holds no items")
         rec = activation_for(learn.loss_func) if act is None else None
@@ -83,6 +93,7 @@ class ClassificationInterpretation(fastai.interpret.ClassificationInterpretation
             raise TypeError(f"ClassificationInterpretation is for classifiers; {rec.loss} is a regression loss, "
                             f"so there are no classes to interpret.")
         if tta: return cls._from_tta(learn, dl, rec, 4 if tta is True else int(tta), **tta_kwargs)
+        if mc_dropout: return cls._from_mc_dropout(learn, dl, rec, mc_dropout)
         labelled = _is_labelled(dl)
         with_loss = labelled and _per_item_loss(learn.loss_func)
         res = stock_get_preds(learn, dl=dl, with_loss=with_loss, act=noop)
@@ -106,9 +117,20 @@ class ClassificationInterpretation(fastai.interpret.ClassificationInterpretation
         return interp
 
     @classmethod
+    def _from_mc_dropout(cls, learn, dl, rec, n):
+        "The interpretation of the mean MC-dropout probabilities; the losses are their NLL, and two epistemic measures"
+        r = cal.mc_dropout(learn, n, dl=dl)
+        multilabel, losses = rec.kind == 'multilabel', None
+        if r.targs is not None: losses = item_nll(r.probs, r.targs.view(r.probs.shape) if multilabel else class_targets(r.targs, r.probs), multilabel)
+        interp = cls._from_probs(learn, dl, r.probs, r.targs, rec.decodes(r.probs), losses, None, rec.kind, rec.thresh)
+        interp.extra_measures = {'mutual_info': r.mutual_info, 'variance': r.variance}
+        return interp
+
+    @classmethod
     def _from_probs(cls, learn, dl, probs, targs, decoded, losses, act, kind, thresh=None):
         "Bring every kind of classifier output to (N, C) class probabilities or (N, L) label probabilities"
         probs = probs.float()
+        if losses is not None: losses = losses.reshape(len(probs), -1).mean(1)  # one per item: a 1-output BCE gives (N, 1)
         if kind not in ('multiclass', 'multilabel'):  # an explicit `act`, or a loss the registry does not know
             sums_to_1 = probs.ndim == 2 and probs.shape[1] > 1 and bool(((probs.sum(1) - 1).abs() < 1e-3).all())
             if sums_to_1: kind = 'multiclass'
@@ -149,6 +171,10 @@ class ClassificationInterpretation(fastai.interpret.ClassificationInterpretation
 
     def uncertainty(self, measure='entropy'):
         "Per-item uncertainty (higher = more uncertain): `measure` of `MEASURES` or a callable; multilabel: closeness to the threshold"
+        if isinstance(measure, str) and measure in self.extra_measures: return self.extra_measures[measure]
+        if measure in ('mutual_info', 'variance'):
+            raise ValueError(f"{measure!r} measures disagreement between dropout passes: build the interpretation with "
+                             f"ClassificationInterpretation.from_learner(learn, mc_dropout=20)")
         if self.multilabel: return multilabel_uncertainty(self.probs, self.thresh)
         return uncertainty(self.probs, measure)
 
@@ -268,6 +294,7 @@ class ClassificationInterpretation(fastai.interpret.ClassificationInterpretation
             for l, name in enumerate(names): df[f'p({name})'] = self.probs[:, l].numpy()
             if self.losses is not None: df['loss'] = self.losses.numpy()
             df['uncertainty'] = self.uncertainty().numpy()
+            for m, s in self.extra_measures.items(): df[m] = s.numpy()
             return df
         idx = torch.arange(len(self.probs))
         if self.labelled: df['target'] = names[self.targs.numpy()]
@@ -277,6 +304,7 @@ class ClassificationInterpretation(fastai.interpret.ClassificationInterpretation
             df['p_target'] = self.probs[idx, self.targs].numpy()
             if self.losses is not None: df['loss'] = self.losses.numpy()
         for m, f in MEASURES.items(): df[m] = f(self.probs).numpy()
+        for m, s in self.extra_measures.items(): df[m] = s.numpy()
         return df
 
     # --- the items themselves, fetched only for those shown
@@ -308,7 +336,18 @@ class ClassificationInterpretation(fastai.interpret.ClassificationInterpretation
         pick = lambda t: None if t is None else t[idxs]
         return inps, self.probs[idxs], pick(self.targs), self.decoded[idxs], pick(self.losses)
 
+    # --- calibration
+    def calibration(self, n_bins:int=15):
+        "ECE, MCE, Brier score, NLL and accuracy of the cached probabilities (multilabel: pooled over labels, and `label_ece`)"
+        self._need_labels('calibration')
+        return cal.calibration_metrics(self.probs, self.targs, n_bins, self.multilabel, self.thresh, self.vocab)
+
     # --- plots
+    def plot_reliability(self, n_bins:int=15, **kwargs):
+        "Reliability diagram: accuracy per confidence bin against the diagonal, gap shaded, confidence histogram beneath, ECE in the title"
+        self._need_labels('plot_reliability')
+        return cal.reliability_diagram(self.probs, self.targs, n_bins, self.multilabel, **kwargs)
+
     def plot_top_losses(self, k=9, largest=True, **kwargs):
         "Show the `k` items with the largest losses; title: predicted class and p, actual class and p, loss"
         _, idxs = self.top_losses(k, largest)
@@ -363,7 +402,10 @@ class ClassificationInterpretation(fastai.interpret.ClassificationInterpretation
                 lines = [f"pred {names[d]}: {fp[0]} · true {names[t]}: {fp[1]}"]
             else: lines = [f"pred {names[d]}: {show.format_prob(float(p[d]))}"]
         if loss and self.losses is not None: lines.append(f"loss {show.format_loss(float(self.losses[i]))}")
-        if score is not None: lines[-1 if len(lines) > 1 else 0] += f" · {score[0]} {show.format_prob(score[1])}"
+        if score is not None:  # on the second line: beside three classes it would overflow the image's width
+            s = f"{score[0]} {show.format_prob(score[1])}"
+            if len(lines) > 1: lines[-1] += f" · {s}"
+            else: lines.append(s)
         return '\n'.join(lines)
 
 _FastaiCI = fastai.interpret.ClassificationInterpretation

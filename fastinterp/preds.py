@@ -1,6 +1,6 @@
 "Patch `Learner.get_preds` and `Learner.predict` so they return probabilities and classes whatever the loss"
 
-__all__ = ['patch', 'unpatch', 'is_patched', 'add_patch', 'stock_get_preds', 'activate']
+__all__ = ['patch', 'unpatch', 'is_patched', 'add_patch', 'stock_get_preds', 'activate', 'tempered']
 
 import warnings, weakref
 
@@ -40,6 +40,14 @@ def _check_double_activation(model, rec, out):
                   f"applies its own activation on top ({rec.name}), so the model was trained on the wrong numbers and its "
                   f"probabilities are squashed. To fix: {fix}.", stacklevel=4)
 
+def tempered(out, T, rec):
+    "Probabilities of raw outputs `out` at temperature `T`: softmax(out / T) over the class axis; multilabel: sigmoid(out / T), one T per label"
+    T = torch.as_tensor(T, dtype=out.dtype, device=out.device)
+    if rec.kind == 'multilabel':
+        if T.ndim and out.ndim > 1: T = T.view(-1, *[1] * (out.ndim - 1 - rec.axis % out.ndim))  # along the label axis
+        return torch.sigmoid(out / T)
+    return torch.softmax(out / T, dim=rec.axis)  # also right for log-probabilities: softmax(log p) = p
+
 def activate(learn, out, act=None, rec=None):
     "Probabilities and decoded classes for the raw outputs `out` of `learn.model`, through the registry (or `rec`, already resolved)"
     if act is not None:
@@ -49,7 +57,8 @@ def activate(learn, out, act=None, rec=None):
     rec = rec or activation_for(learn.loss_func)
     rec.check(out)
     if isinstance(out, torch.Tensor): _check_double_activation(learn.model, rec, out)
-    probs = rec.act(out)
+    T = vars(learn).get('temperature')  # set by `Learner.calibrate`; the Learner's own, as it hands unknown names to its model
+    probs = rec.act(out) if T is None else tempered(out, T, rec)
     return probs, rec.decodes(probs)
 
 def get_preds(self:Learner,

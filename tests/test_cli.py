@@ -57,8 +57,9 @@ def test_temperature_fitted_on_one_half_measured_on_the_other(digits_vision, dig
     learn = digits_vision
     items = sorted((digits_path/'valid').glob('*/*.png'))
     dl_of = lambda fs, _: learn.dls.test_dl(fs, with_labels=True)
+    before = dict(vars(learn))
     res = _temperature(learn, dl_of, items, None, print)
-    assert 'temperature' not in vars(learn)  # the learner is left as it was
+    assert ('temperature' in vars(learn), vars(learn).get('temperature')) == ('temperature' in before, before.get('temperature'))  # left as it was
     idx = np.random.default_rng(0).permutation(len(items))
     fit, held = ([items[i] for i in sorted(h)] for h in (idx[:len(idx) // 2], idx[len(idx) // 2:]))
     assert (res['n_fit'], res['n_eval']) == (len(fit), len(held))

@@ -209,6 +209,10 @@ def test_binary_one_output_sigmoid(digits_arrays):
     t = (y[len(X) * 4 // 5:] % 2).numpy()
     np.testing.assert_array_equal(it.confusion_matrix(), skm.confusion_matrix(t, (p > 0.5).long().numpy(), labels=[0, 1]))
     assert len(it.most_uncertain(5)[1]) == 5
+    bce = -(t * np.log(p.numpy()) + (1 - t) * np.log(1 - p.numpy()))  # per item, by hand
+    losses, idxs = it.top_losses(5)
+    np.testing.assert_array_equal(idxs.numpy(), np.argsort(-bce, kind='stable')[:5])
+    np.testing.assert_allclose(losses.numpy(), np.sort(bce)[::-1][:5], rtol=1e-4)
 
 def test_multilabel(digits_arrays):
     X, y = digits_arrays
