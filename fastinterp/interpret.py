@@ -105,26 +105,27 @@ class ClassificationInterpretation(fastai.interpret.ClassificationInterpretation
 
     @classmethod
     def _from_tta(cls, learn, dl, rec, n, **kwargs):
-        "The interpretation of TTA probabilities; the losses are their NLL, and `tta_report` compares passes"
+        "The interpretation of TTA probabilities, with `tta_report` comparing the passes"
         if kwargs.get('beta', 0.25) is None: raise ValueError("tta=True needs one set of probabilities: beta=None is for Learner.tta")
         res = learn.tta(dl=dl, n=n, **kwargs)
-        probs, targs = res
-        multilabel = rec.kind == 'multilabel'
-        labelled, losses = targs is not None, None
-        if labelled: losses = item_nll(probs, targs.view(probs.shape) if multilabel else class_targets(targs, probs), multilabel)
-        interp = cls._from_probs(learn, dl, probs, targs if labelled else None, rec.decodes(probs), losses, None, rec.kind, rec.thresh)
+        interp = cls._from_averaged(learn, dl, rec, *res)
         interp.tta_report = res.report
         return interp
 
     @classmethod
     def _from_mc_dropout(cls, learn, dl, rec, n):
-        "The interpretation of the mean MC-dropout probabilities; the losses are their NLL, and two epistemic measures"
+        "The interpretation of the mean MC-dropout probabilities, with two epistemic measures"
         r = cal.mc_dropout(learn, n, dl=dl)
-        multilabel, losses = rec.kind == 'multilabel', None
-        if r.targs is not None: losses = item_nll(r.probs, r.targs.view(r.probs.shape) if multilabel else class_targets(r.targs, r.probs), multilabel)
-        interp = cls._from_probs(learn, dl, r.probs, r.targs, rec.decodes(r.probs), losses, None, rec.kind, rec.thresh)
+        interp = cls._from_averaged(learn, dl, rec, r.probs, r.targs)
         interp.extra_measures = {'mutual_info': r.mutual_info, 'variance': r.variance}
         return interp
+
+    @classmethod
+    def _from_averaged(cls, learn, dl, rec, probs, targs):
+        "Probabilities averaged over passes (TTA, MC dropout): their losses are the NLL of the targets, whatever the training loss"
+        multilabel, losses = rec.kind == 'multilabel', None
+        if targs is not None: losses = item_nll(probs, targs.view(probs.shape) if multilabel else class_targets(targs, probs), multilabel)
+        return cls._from_probs(learn, dl, probs, targs, rec.decodes(probs), losses, None, rec.kind, rec.thresh)
 
     @classmethod
     def _from_probs(cls, learn, dl, probs, targs, decoded, losses, act, kind, thresh=None):
