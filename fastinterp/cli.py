@@ -86,7 +86,9 @@ def demo(out=DEFAULT_OUT, # Folder to write the report into
     from fastai.vision.augment import aug_transforms
     data = Path(data or Path(tempfile.gettempdir())/'fastinterp-digits')
     p = lambda *a: print(*a, file=file or sys.stdout, flush=True)
-    p(f"Digits (scikit-learn, 1,797 8x8 images) as a PNG folder in {digits_folder(data)}")
+    try: p(f"Digits (scikit-learn, 1,797 8x8 images) as a PNG folder in {digits_folder(data)}")
+    except OSError as e: raise BadInput(f"cannot write the digits into {data} (--data): {e.strerror or e}") from None
+    _out_dir(out)
     learn = digits_learner(data, loss_func=LOSSES[loss](), batch_tfms=aug_transforms(**DEMO_AUG))
     p(f"Training a small CNN for {epochs} epoch(s) with loss_func={learn.loss_func!r}, light augmentation")
     learn.fit_one_cycle(epochs, 1e-2)
@@ -124,14 +126,16 @@ def read_items(data, # An image folder (labels: parent folder names), or a CSV o
     items, labels = _read_csv(data, item_col, label_col) if data.is_file() else _read_folder(data, unlabelled)
     ok = [_readable(f) for f in items]
     skipped = [f for f, o in zip(items, ok) if not o]
-    if not any(ok): raise BadInput(f"none of the {len(items)} images listed in {data} can be read")
+    if not any(ok):
+        why = 'no such file' if not items[0].exists() else 'not an image PIL can open'
+        raise BadInput(f"none of the {len(items)} images listed in {data} can be read (e.g. {items[0]}: {why})")
     items = [f for f, o in zip(items, ok) if o]
     if labels is not None: labels = [l for l, o in zip(labels, ok) if o]
     return items, None if unlabelled else labels, skipped
 
 def _read_folder(data, unlabelled):
     from fastai.data.transforms import get_image_files
-    files = list(get_image_files(data))
+    files = sorted(get_image_files(data))  # the same report whatever order the file system lists them in
     if not files: raise BadInput(f"no images in {data} (looked for image files in it and its subfolders)")
     loose = [f for f in files if f.parent == data]
     if unlabelled or len(loose) == len(files): return files, None  # no class folders: unlabelled
@@ -142,7 +146,8 @@ def _read_folder(data, unlabelled):
 def _read_csv(data, item_col, label_col):
     import pandas as pd
     try: df = pd.read_csv(data, dtype=str, keep_default_na=False)
-    except Exception as e: raise BadInput(f"cannot read {data} as a CSV ({e})") from None
+    except Exception as e:
+        raise BadInput(f"cannot read {data} as a CSV ({e}); DATA is an image folder or a CSV of image paths and labels") from None
     if df.empty: raise BadInput(f"{data} has no rows")
     cols = list(df.columns)
     for name, c in (('--item-col', item_col), ('--label-col', label_col)):
@@ -188,6 +193,7 @@ def _load(fname, # A file written by `learn.export()`
     fname = Path(fname)
     if not fname.exists(): raise BadInput(f"no such file: {fname}")
     if fname.is_dir(): raise BadInput(f"{fname} is a folder; give the file written by learn.export()")
+    if not fname.stat().st_size: raise BadInput(f"{fname} is empty (0 bytes); give the file written by learn.export()")
     _import(imports)
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='load_learner` uses Python')  # the user asked to load this file
@@ -207,10 +213,27 @@ def _load_error(fname, e):
             return (f"{fname} needs module {err.name} (where {name}, which the learner was exported with, is defined), which "
                     f"cannot be imported here: run from its folder with --import {module}, or add its folder to PYTHONPATH")
         return f"{fname} needs {name} from module {module}, which does not define it here ({type(err).__name__}: {err})"
-    msg = str(e).strip()
-    if m := re.match(r"'(\w+)' object has no attribute 'dls'", msg):  # load_learner moves the `dls` of whatever it unpickled
-        return f"{fname} holds a {m[1]}, not a fastai Learner saved with learn.export()"
-    return f"cannot load {fname} as a fastai learner: {type(e).__name__}" + (f": {msg.splitlines()[0]}" if msg else '')
+    msg = ' '.join(str(e).split())
+    if m := re.match(r"'([\w.]+)' object has no attribute 'dls'", msg):  # load_learner moves the `dls` of whatever it unpickled
+        hint = ' (learn.save and torch.save(model.state_dict()) write weights only)' if 'dict' in m[1].lower() else ''
+        return f"{fname} holds a {m[1]}, not a fastai Learner saved with learn.export(){hint}"
+    if isinstance(e, (pickle.UnpicklingError, EOFError)):
+        return f"{fname} is not a file written by learn.export(): it cannot be unpickled ({type(e).__name__}: {msg})"
+    return f"cannot load {fname} as a fastai learner: {type(e).__name__}" + (f": {msg}" if msg else '')
+
+def _classes(learn, fname):
+    "The learner's classes by name, or a clear error for a learner that has none (a regressor)"
+    from .activations import activation_for
+    rec = activation_for(learn.loss_func)
+    vocab = getattr(learn.dls, 'vocab', None)
+    if rec.kind == 'regression': raise BadInput(f"{fname} is a regression learner (loss {rec.loss}): the report is for classifiers")
+    if vocab is None: raise BadInput(f"{fname} has no classes (its data has no vocab): the report is for classifiers")
+    return {str(v): v for v in vocab}
+
+def _out_dir(out):
+    "Create the report's folder now, so that a path that cannot be one fails before any work is done"
+    try: Path(out).mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise BadInput(f"cannot create the report folder {out} (--out): {e.strerror or e}") from None
 
 def labelled_dl(learn, # A `Learner` built with fastai's data API
         items, # Inputs, as the learner's data takes them (image paths)
@@ -261,12 +284,13 @@ def report(learner, # File written by `learn.export()`
     from .report import write_report
     p = lambda *a: print(*a, file=file or sys.stdout, flush=True)
     learn = _load(learner, imports)
+    vocab = _classes(learn, learner)
     items, labels, skipped = read_items(data, item_col, label_col, unlabelled)
     p(f"{len(items):,} images from {data}" + (f"; {len(skipped):,} could not be read and are skipped (listed in the report)" if skipped else '')
       + ('' if labels else '; no labels: the uncertainty part only'))
-    vocab = {str(v): v for v in learn.dls.vocab}
     if labels is not None: labels = [vocab.get(l, l) for l in labels]
     dl = labelled_dl(learn, items, labels)
+    _out_dir(out)
     try: interp = ClassificationInterpretation.from_learner(learn, dl=dl)
     except (ValueError, TypeError) as e: raise BadInput(f"cannot interpret {learner}: {e}") from None
     if interp.labelled: p(f"accuracy {float(interp.correct().float().mean()):.4f} on {len(items):,} items")
@@ -301,6 +325,7 @@ def main(argv=None):
                    help='import MODULE first: where the custom loss or functions the learner was exported with live')
     args = parser.parse_args(argv)
     if args.k < 1: parser.error(f'--k must be 1 or more, got {args.k}')
+    if args.cmd == 'demo' and args.epochs < 1: parser.error(f'--epochs must be 1 or more, got {args.epochs}')
     if args.tta < 0: parser.error(f'--tta must be 0 or more, got {args.tta}')
     warnings.filterwarnings('ignore', category=FutureWarning)
     try:

@@ -1,8 +1,11 @@
 "The `fastinterp` command: `demo` and `report` end to end, and one clear line for every bad input"
-import io, os, subprocess, sys, textwrap
+import io, os, subprocess, sys, textwrap, warnings
 import numpy as np, pandas as pd, pytest, torch
 
+import torch.nn as nn
 import torch.nn.functional as F
+from fastai.learner import load_learner
+from fastai.losses import MSELossFlat
 from torchmetrics.functional.classification import multiclass_calibration_error
 
 from fastinterp.cli import main, _temperature
@@ -164,7 +167,15 @@ def bad(exported, digits_path, tmp_path_factory):
     "A folder of bad inputs"
     d = tmp_path_factory.mktemp('bad')
     torch.save({'weights': torch.zeros(3)}, d/'dict.pkl')
+    torch.save(nn.Linear(2, 2).state_dict(), d/'weights.pth')
     (d/'text.pkl').write_text('hello')
+    (d/'zero.pkl').touch()
+    (d/'a file').touch()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # load_learner's warning about pickle
+        regressor = load_learner(exported[0])
+    regressor.loss_func = MSELossFlat()
+    regressor.export(d/'regressor.pkl')
     (d/'empty').mkdir()
     (d/'broken').mkdir(); (d/'broken'/'a.png').write_bytes(b'nope'); (d/'broken'/'b.jpg').write_bytes(b'')
     pd.DataFrame({'file': [str(f) for f in sorted((digits_path/'valid'/'3').glob('*.png'))[:4]],
@@ -179,10 +190,15 @@ def bad(exported, digits_path, tmp_path_factory):
     ('missing.pkl', 'valid', [], 'no such file: {d}/missing.pkl'),
     ('.', 'valid', [], 'is a folder; give the file written by learn.export()'),
     ('dict.pkl', 'valid', [], 'holds a dict, not a fastai Learner saved with learn.export()'),
-    ('text.pkl', 'valid', [], 'cannot load {d}/text.pkl as a fastai learner: UnpicklingError'),
+    ('text.pkl', 'valid', [], '{d}/text.pkl is not a file written by learn.export(): it cannot be unpickled (UnpicklingError'),
+    ('zero.pkl', 'valid', [], '{d}/zero.pkl is empty (0 bytes)'),
+    ('weights.pth', 'valid', [], 'holds a collections.OrderedDict, not a fastai Learner saved with learn.export() (learn.save and'),
+    ('regressor.pkl', 'valid', [], '{d}/regressor.pkl is a regression learner (loss BaseLoss(MSELoss)): the report is for classifiers'),
     ('LEARN', 'missing', [], 'no such file or folder: {d}/missing'),
     ('LEARN', 'empty', [], 'no images in {d}/empty'),
-    ('LEARN', 'broken', [], 'none of the 2 images listed in {d}/broken can be read'),
+    ('LEARN', 'broken', [], 'none of the 2 images listed in {d}/broken can be read (e.g. {d}/broken/a.png: not an image PIL can open)'),
+    ('LEARN', 'a file', [], "cannot read {d}/a file as a CSV (No columns to parse from file); DATA is an image folder or a CSV"),
+    ('LEARN', 'valid', ['--out', 'OUTFILE'], 'cannot create the report folder {d}/a file (--out): File exists'),
     ('LEARN', 'unknown.csv', [], "labels the learner does not know: 'cat', 'dog' (it knows '0', '1',"),
     ('LEARN', 'unknown.csv', ['--label-col', 'digit'], "has no column 'digit' (--label-col); its columns: file, label"),
     ('LEARN', 'nolabel.csv', [], "1 row(s) of {d}/nolabel.csv have no 'label'"),
@@ -192,6 +208,7 @@ def bad(exported, digits_path, tmp_path_factory):
 def test_bad_input_is_one_line_and_exit_1(bad, exported, digits_path, tmp_path, capsys, learner, data, extra, message):
     learner = exported[0] if learner == 'LEARN' else bad/learner
     data = digits_path/'valid' if data == 'valid' else bad/data
+    extra = [bad/'a file' if a == 'OUTFILE' else a for a in extra]
     code, out, err = run(['report', learner, data, '--out', tmp_path/'rep', *extra], capsys)
     assert code == 1
     assert err.count('\n') == 1 and err.startswith('fastinterp report: error: ') and 'Traceback' not in err
@@ -208,6 +225,12 @@ def test_bad_input_from_the_console_script(tmp_path):
 
 def test_bad_arguments_are_usage_errors(capsys):
     for argv, msg in [(['demo', '--k', '0'], '--k must be 1 or more'), (['report', 'x.pkl'], 'the following arguments are required: DATA'),
-                      (['report', 'x.pkl', 'd', '--tta', '-1'], '--tta must be 0 or more')]:
+                      (['report', 'x.pkl', 'd', '--tta', '-1'], '--tta must be 0 or more'),
+                      (['demo', '--epochs', '0'], '--epochs must be 1 or more')]:
         code, _, err = run(argv, capsys)
         assert code == 2 and msg in err
+
+def test_demo_data_that_is_not_a_folder(bad, tmp_path, capsys):
+    code, _, err = run(['demo', '--data', bad/'a file', '--out', tmp_path/'rep'], capsys)
+    assert code == 1 and err == f"fastinterp demo: error: cannot write the digits into {bad/'a file'} (--data): Not a directory\n"
+    assert not (tmp_path/'rep').exists()
