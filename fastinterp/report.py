@@ -6,6 +6,7 @@ import base64, html, re
 from pathlib import Path
 import numpy as np, pandas as pd
 import matplotlib.pyplot as plt
+import sklearn.metrics as skm
 
 from .activations import activation_for
 from .show import format_prob
@@ -188,13 +189,21 @@ def _most_confused_section(page, interp, n=15):
              f'The {len(pairs)} most frequent (actual, predicted) mistakes.')
 
 def _class_report(page, interp):
-    rep = pd.DataFrame(interp.classification_report(output_dict=True)).T
+    "scikit-learn's precision and recall per class, of the classes the data holds or the model predicts"
+    if interp.multilabel: rep, lead = interp.classification_report(output_dict=True), ''
+    else:  # a class absent from both would add a row of zeros, and pull the macro average down, for nothing it did
+        seen = np.union1d(interp.targs.numpy(), interp.decoded.numpy())
+        rep = skm.classification_report(interp.targs.numpy(), interp.decoded.numpy(), labels=seen, zero_division=0,
+                                        target_names=[str(interp.vocab[i]) for i in seen], output_dict=True)
+        left = len(interp.vocab) - len(seen)
+        lead = f' The {left} class(es) neither in the data nor predicted are left out.' if left else ''
+    rep = pd.DataFrame(rep).T
     rep.insert(0, 'class', rep.index)
     rep['support'] = rep['support'].astype(int)
     for c in ('precision', 'recall', 'f1-score'): rep[c] = [f'{v:.3f}' for v in rep[c]]
     rep = rep[rep['class'] != 'accuracy']
     page.add('per-class', 'Precision and recall per class', _table(rep, text_cols={'class'}),
-             "scikit-learn's classification report on the same predictions.")
+             "scikit-learn's classification report on the same predictions." + lead)
 
 def write_report(interp, # A `ClassificationInterpretation` (labelled or not)
         out, # Folder to write report.html, predictions.csv and the PNGs into

@@ -145,3 +145,17 @@ def test_unlabelled_report_has_the_uncertainty_part_only(digits_vision, digits_p
     assert len(decoded_pngs(page)) == 1 + len(set(interp.decoded.tolist()))
     df = pd.read_csv(tmp_path/'predictions.csv')
     assert len(df) == len(files) and 'target' not in df.columns
+
+def test_per_class_report_leaves_out_classes_absent_from_the_data(digits_vision, digits_path, tmp_path):
+    learn = digits_vision
+    files = sorted((digits_path/'valid').glob('[38]/*.png'))
+    with learn.no_bar(): interp = ClassificationInterpretation.from_learner(learn, dl=learn.dls.test_dl(files, with_labels=True))
+    page = Page(write_report(interp, tmp_path, k=2).read_text())
+    t, pred = np.array([int(f.parent.name) for f in files]), interp.decoded.numpy()
+    pc = page.table('per-class').set_index('class')
+    assert sorted(int(c) for c in pc.index if 'avg' not in c) == sorted(set(t) | set(pred))  # sklearn's default labels
+    for avg in ('macro', 'weighted'):
+        prec, rec, _, _ = skm.precision_recall_fscore_support(t, pred, average=avg, zero_division=0)
+        assert float(pc.loc[f'{avg} avg', 'precision']) == pytest.approx(prec, abs=5e-4)
+        assert float(pc.loc[f'{avg} avg', 'recall']) == pytest.approx(rec, abs=5e-4)
+    assert f'The {10 - len(pc) + 2} class(es) neither in the data nor predicted are left out.' in ''.join(page.sections['per-class'])
