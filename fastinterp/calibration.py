@@ -128,16 +128,14 @@ def calibration_metrics(probs, targs,
 def _pct(x): return f"{100 * x:.2f}%"
 def _count(k): return f'{k}' if k < 1000 else f'{k / 1000:.1f}k' if k < 10_000 else f'{k / 1000:.0f}k'
 
-def _legend_corner(left, w, top):
-    "'upper left', where over-confident bars leave room, unless bars fill it more than the lower right"
-    area = lambda x0, x1, y0, y1: sum(max(0, min(x1, l + w) - max(x0, l)) * max(0, min(y1, t) - y0) for l, t in zip(left, top))
-    return 'upper left' if area(0, .5, .7, 1) <= area(.5, 1, 0, .3) else 'lower right'
+# Beside each panel: bars above the diagonal (under-confident bins) and below it (over-confident ones) can fill every corner
+_BESIDE = dict(loc='upper left', bbox_to_anchor=(1.02, 1), borderaxespad=0, fontsize=8, frameon=False)
 
 def reliability_diagram(probs, targs,
         n_bins:int=15, # Equal-width confidence bins
         multilabel:bool=False, # Each column is an independent label: p(label) against how often the label is on, pooled
         title:str|None=None, # First line of the title; the figures follow it
-        figsize=(5.2, 6.4), # Size of the figure
+        figsize=(7.2, 6.4), # Size of the figure, legends beside the panels included
     ):
     "Reliability diagram (Guo et al. 2017): accuracy per confidence bin against the diagonal, gap shaded, confidence histogram beneath"
     p, t = _checked(probs, targs, multilabel)
@@ -150,27 +148,26 @@ def reliability_diagram(probs, targs,
     obs, conf_name = ('observed frequency', 'mean probability') if multilabel else ('accuracy', 'mean confidence')
     overall, mean_conf = float(b.correct.sum()) / n, float(b.confidence.sum()) / n
 
-    fig, (ax, hx) = plt.subplots(2, 1, figsize=figsize, sharex=True, gridspec_kw={'height_ratios': [3, 1.1], 'hspace': 0.06})
+    fig, (ax, hx) = plt.subplots(2, 1, figsize=figsize, sharex=True, layout='constrained', gridspec_kw={'height_ratios': [3, 1.1]})
     ax.plot([0, 1], [0, 1], '--', color='0.25', linewidth=1.2, label='Perfect calibration', zorder=5)
     ax.bar(left, acc, w, align='edge', color='#3b75af', edgecolor='#1d3f63', linewidth=0.8, label=obs.capitalize(), zorder=2)
     ax.hlines(mconf, left, left + w, color='#d62728', linewidth=1.6, label=f'{conf_name.capitalize()} in the bin', zorder=4)
     ax.bar(left, mconf - acc, w, bottom=acc, align='edge', color='#d62728', alpha=0.25, edgecolor='#d62728', hatch='///',
            linewidth=0.6, label='Gap', zorder=3)
     ax.set(xlim=(0, 1), ylim=(0, 1), ylabel=obs.capitalize())
-    ax.legend(loc=_legend_corner(left, w, np.maximum(acc, mconf)), fontsize=8, framealpha=0.9, edgecolor='none').set_zorder(6)
+    ax.legend(**_BESIDE)
     ax.grid(alpha=0.25, zorder=0)
     head = title or ('Reliability diagram' + (', all labels pooled' if multilabel else ''))
     ax.set_title(f"{head}\nECE {_pct(float(ece_from_bins(b)))} · MCE {_pct(float(mce_from_bins(b)))} · {n_bins} bins", fontsize=10)
 
     hx.bar(left, count[has] / n, w, align='edge', color='0.6', edgecolor='white', linewidth=0.8, zorder=2)
     for x, k in zip(left + w / 2, count[has]):  # a bar of 3 items says little: every bin shows how many it holds
-        hx.text(x, k / n * 1.4, _count(k), ha='center', va='bottom', fontsize=6, color='0.25', zorder=4)
+        hx.text(x, k / n * 1.4, _count(k), ha='center', va='bottom', fontsize=7, color='0.25', zorder=4,
+                bbox=dict(boxstyle='square,pad=0.1', fc='white', ec='none', alpha=0.8))  # readable where a line crosses it
     hx.axvline(overall, color='#3b75af', linewidth=1.5, label=f'{obs} {_pct(overall)}', zorder=3)
     hx.axvline(mean_conf, color='#d62728', linestyle='--', linewidth=1.5, label=f'{conf_name} {_pct(mean_conf)}', zorder=3)
-    # where no tall bar is: multilabel probabilities pile up at both ends, top-label confidences at one
-    hx.legend(loc='upper center' if multilabel else 'upper left' if overall + mean_conf > 1 else 'upper right',
-              fontsize=7, framealpha=0.9, edgecolor='none')
-    hx.set(yscale='log', ylim=(min(0.5 / n, 0.1), 40), ylabel=f"share of {n:,}\n{'predictions' if multilabel else 'items'} (log)",
+    hx.legend(**_BESIDE)
+    hx.set(yscale='log', ylim=(min(0.5 / n, 0.1), 6), ylabel=f"share of {n:,}\n{'predictions' if multilabel else 'items'} (log)",
            xlabel='Predicted probability, every label' if multilabel else 'Confidence (top-label probability)')
     hx.set_yticks([y for y in (1e-4, 1e-3, 1e-2, 1e-1, 1) if y >= 0.5 / n])
     hx.grid(alpha=0.25, zorder=0, axis='y')

@@ -175,11 +175,24 @@ def test_metric_errors(probs, targs, kw, match):
 
 def test_reliability_diagram(tmp_path):
     z, y = synthetic_logits(2.5, n=4000)
-    fig = reliability_diagram(torch.softmax(z, 1), y, title='over-confident')
+    p = torch.softmax(z, 1)
+    p[0] = torch.nn.functional.one_hot(y[0], 10)  # a confidence of exactly 1: torchmetrics' extra bin, drawn in the last one
+    fig = reliability_diagram(p, y, title='over-confident')
     ax, hx = fig.axes
-    assert ax.get_title().startswith('over-confident\nECE ') and f"ECE {100 * ece(torch.softmax(z, 1), y):.2f}%" in ax.get_title()
+    assert ax.get_title().startswith('over-confident\nECE ') and f"ECE {100 * ece(p, y):.2f}%" in ax.get_title()
     assert hx.get_yscale() == 'log'
-    fig.savefig(tmp_path/'reliability.png'); plt.close(fig)
+    # the bars, binned by hand: each non-empty bin's accuracy above, its share of the items below
+    conf, right = p.max(1).values.numpy(), (p.argmax(1) == y).numpy()
+    idx = np.minimum(np.digitize(conf, np.linspace(0, 1, 16, dtype=np.float32)) - 1, 14)
+    full = [i for i in range(15) if (idx == i).any()]
+    np.testing.assert_allclose([b.get_height() for b in ax.containers[0]], [right[idx == i].mean() for i in full], atol=1e-6)
+    np.testing.assert_allclose([b.get_height() for b in hx.containers[0]], [(idx == i).mean() for i in full], atol=1e-9)
+    fig.savefig(tmp_path/'reliability.png')
+    r = fig.canvas.get_renderer()
+    for a in (ax, hx):  # each legend beside its panel, over no bar, and inside the figure saved without bbox_inches='tight'
+        box = a.get_legend().get_window_extent(r)
+        assert not box.overlaps(a.get_window_extent(r)) and fig.bbox.contains(box.x1, box.y0)
+    plt.close(fig)
 
 # --- temperature scaling
 @pytest.mark.parametrize('T_true', [0.5, 2.5])
