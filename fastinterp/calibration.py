@@ -1,8 +1,8 @@
 "Are the probabilities honest? Calibration error, reliability diagram, temperature scaling and MC-dropout uncertainty"
 
 __all__ = ['CalibrationBins', 'calibration_bins', 'label_calibration_bins', 'ece_from_bins', 'mce_from_bins',
-           'ece', 'mce', 'label_ece', 'brier', 'nll', 'calibration_metrics', 'reliability_diagram', 'fit_temperature',
-           'calibrate', 'MCDropoutPreds', 'mc_dropout']
+           'ece', 'mce', 'label_ece', 'brier', 'nll', 'calibration_metrics', 'reliability_diagram',
+           'reliability_diagram_from_bins', 'fit_temperature', 'calibrate', 'MCDropoutPreds', 'mc_dropout']
 
 import contextlib, math, warnings
 from typing import NamedTuple
@@ -138,15 +138,26 @@ def reliability_diagram(probs, targs,
         figsize=(7.2, 6.4), # Size of the figure, legends beside the panels included
     ):
     "Reliability diagram (Guo et al. 2017): accuracy per confidence bin against the diagonal, gap shaded, confidence histogram beneath"
-    p, t = _checked(probs, targs, multilabel)
-    b = calibration_bins(p, t, n_bins, multilabel)
+    return reliability_diagram_from_bins(calibration_bins(probs, targs, n_bins, multilabel), multilabel, title, figsize)
+
+def reliability_diagram_from_bins(bins:CalibrationBins, # Sums of one set of predictions, shape (n_bins+1,): `calibration_bins`, or streamed
+        multilabel:bool=False, # The sums pool independent labels: p(label) against how often the label is on
+        title:str|None=None, # First line of the title; the figures follow it
+        figsize=(7.2, 6.4), # Size of the figure, legends beside the panels included
+    ):
+    "`reliability_diagram` drawn from per-bin sums, which batches and processes add up: no item needs to be kept"
+    if bins.count.ndim != 1 or len(bins.count) < 2:
+        raise ValueError(f"A reliability diagram is drawn from the bins of one set of predictions, shape (n_bins+1,), got shape "
+                         f"{tuple(bins.count.shape)}. For one label of label_calibration_bins: CalibrationBins(*(x[label] for x in bins))")
+    if not bins.count.sum(): raise ValueError("A reliability diagram needs at least one item in the bins")
+    n_bins = len(bins.count) - 1
     # torchmetrics' last bin holds a confidence of exactly 1: drawn inside the bin below it
-    count, conf, hit = (torch.cat([x[:-2], x[-2:].sum(0, keepdim=True)]).numpy() for x in b)
+    count, conf, hit = (torch.cat([x[:-2], x[-2:].sum(0, keepdim=True)]).numpy() for x in bins)
     has, w, n = count > 0, 1 / n_bins, int(count.sum())
     left = (np.arange(n_bins) * w)[has]
     acc, mconf = hit[has] / count[has], conf[has] / count[has]
     obs, conf_name = ('observed frequency', 'mean probability') if multilabel else ('accuracy', 'mean confidence')
-    overall, mean_conf = float(b.correct.sum()) / n, float(b.confidence.sum()) / n
+    overall, mean_conf = float(bins.correct.sum()) / n, float(bins.confidence.sum()) / n
 
     fig, (ax, hx) = plt.subplots(2, 1, figsize=figsize, sharex=True, layout='constrained', gridspec_kw={'height_ratios': [3, 1.1]})
     ax.plot([0, 1], [0, 1], '--', color='0.25', linewidth=1.2, label='Perfect calibration', zorder=5)
@@ -158,7 +169,7 @@ def reliability_diagram(probs, targs,
     ax.legend(**_BESIDE)
     ax.grid(alpha=0.25, zorder=0)
     head = title or ('Reliability diagram' + (', all labels pooled' if multilabel else ''))
-    ax.set_title(f"{head}\nECE {_pct(float(ece_from_bins(b)))} · MCE {_pct(float(mce_from_bins(b)))} · {n_bins} bins", fontsize=10)
+    ax.set_title(f"{head}\nECE {_pct(float(ece_from_bins(bins)))} · MCE {_pct(float(mce_from_bins(bins)))} · {n_bins} bins", fontsize=10)
 
     hx.bar(left, count[has] / n, w, align='edge', color='0.6', edgecolor='white', linewidth=0.8, zorder=2)
     for x, k in zip(left + w / 2, count[has]):  # a bar of 3 items says little: every bin shows how many it holds

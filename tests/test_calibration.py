@@ -15,8 +15,8 @@ from fastai.torch_core import set_seed
 
 import fastinterp
 from fastinterp.calibration import (CalibrationBins, calibration_bins, label_calibration_bins, ece_from_bins, mce_from_bins,
-                                    ece, mce, label_ece, brier, nll, calibration_metrics, reliability_diagram, fit_temperature,
-                                    mc_dropout)
+                                    ece, mce, label_ece, brier, nll, calibration_metrics, reliability_diagram,
+                                    reliability_diagram_from_bins, fit_temperature, mc_dropout)
 from fastinterp.interpret import ClassificationInterpretation
 from conftest import raw_outputs
 
@@ -193,6 +193,24 @@ def test_reliability_diagram(tmp_path):
         box = a.get_legend().get_window_extent(r)
         assert not box.overlaps(a.get_window_extent(r)) and fig.bbox.contains(box.x1, box.y0)
     plt.close(fig)
+
+def test_reliability_diagram_from_bins():
+    "Drawn from per-bin sums alone: one label's row of label_calibration_bins is that label's diagram"
+    g = torch.Generator().manual_seed(6)
+    q = torch.rand(600, 3, generator=g)
+    y = (torch.rand(600, 3, generator=g) < q).float()
+    bins = label_calibration_bins(q, y, 10)
+    fig = reliability_diagram_from_bins(CalibrationBins(*(x[1] for x in bins)), multilabel=True, title='label 1')
+    ax, (p1, y1) = fig.axes[0], (x[:, 1].contiguous() for x in (q, y))
+    assert ax.get_title() == f"label 1\nECE {100 * binary_calibration_error(p1, y1, 10).item():.2f}% · " \
+                             f"MCE {100 * binary_calibration_error(p1, y1, 10, norm='max').item():.2f}% · 10 bins"
+    idx = np.minimum(np.digitize(p1.numpy(), np.linspace(0, 1, 11, dtype=np.float32)) - 1, 9)
+    full = [i for i in range(10) if (idx == i).any()]
+    np.testing.assert_allclose([b.get_height() for b in ax.containers[0]], [y1[idx == i].mean() for i in full], atol=1e-6)
+    plt.close(fig)
+    with pytest.raises(ValueError, match=r'shape \(n_bins\+1,\), got shape \(3, 11\).*x\[label\]'): reliability_diagram_from_bins(bins)
+    empty = CalibrationBins(torch.zeros(16, dtype=torch.long), torch.zeros(16, dtype=torch.float64), torch.zeros(16, dtype=torch.float64))
+    with pytest.raises(ValueError, match='at least one item'): reliability_diagram_from_bins(empty)
 
 # --- temperature scaling
 @pytest.mark.parametrize('T_true', [0.5, 2.5])
