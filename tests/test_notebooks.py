@@ -28,3 +28,12 @@ def test_notebook_runs(path, kernel, tmp_path):
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=300, kernel_name=kernel, resources={'metadata': {'path': str(tmp_path)}}).execute()  # raises on an error
     assert list(tmp_path.iterdir()) == []  # the notebooks write into the system's temporary folder, nothing beside them
+
+@pytest.mark.parametrize('path', NBS, ids=[p.stem for p in NBS])
+def test_notebook_is_saved_with_its_outputs(path):
+    "A reader on GitHub sees what the text describes: every code cell run once, in order, without an error; every plot drawn"
+    code = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == 'code']
+    assert [c.execution_count for c in code] == list(range(1, len(code) + 1))
+    assert not [o for c in code for o in c.outputs if o.output_type == 'error']
+    for c in code:
+        if '.plot_' in c.source: assert any('image/png' in o.get('data', {}) for o in c.outputs), c.source
