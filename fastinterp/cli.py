@@ -24,13 +24,14 @@ def _row(name, stock, ours, w=28): return f"  {name:<{w}}{stock:<30}{ours}"
 def _stock_rows(learn):
     "Rows (what, stock fastai, fastinterp) of `get_preds` on the validation set, stock fastai's beside fastinterp's"
     from .preds import stock_get_preds
+    from .show import format_probs
     with learn.no_bar():
         sp, st, sd = stock_get_preds(learn, with_decoded=True)
         fp, ft, fd = learn.get_preds(with_decoded=True)
     fmt = lambda t: '[' + ', '.join(f'{float(v):.2f}' for v in t) + ']'
     def acc(d): return f"{(d == st).float().mean():.4f}" if d.ndim == 1 else 'n/a (not class indices)'
     in01 = lambda p: str(bool((p >= 0).all() and (p <= 1).all()))
-    return [('probs[0][:4]', fmt(sp[0][:4]), fmt(fp[0][:4])),
+    return [('probs[0][:4]', fmt(sp[0][:4]), '[' + ', '.join(format_probs(fp[0][:4])) + ']'),  # never 1.00 for 0.998
             ('row sums (first 3)', fmt(sp.sum(1)[:3]), fmt(fp.sum(1)[:3])),
             ('values in [0, 1]', in01(sp), in01(fp)),
             ('decoded[:5]', (fmt(sd[0][:2])[:-1] + ', ...]') if sd.ndim > 1 else str(sd[:5].tolist()), str(fd[:5].tolist())),

@@ -1,5 +1,5 @@
 "The `fastinterp` command: `demo` and `report` end to end, and one clear line for every bad input"
-import io, os, subprocess, sys, textwrap, warnings
+import io, os, re, subprocess, sys, textwrap, warnings
 import numpy as np, pandas as pd, pytest, torch
 
 import torch.nn as nn
@@ -26,6 +26,9 @@ def test_demo_writes_the_report_and_prints_the_comparison(digits_path, tmp_path,
     assert code == 0 and report_files(tmp_path/'rep')
     rows = {l.split('  ')[1].strip(): l for l in text.splitlines() if l.startswith('  ') and l.strip()}
     assert '[1.00, 1.00, 1.00]' in rows['row sums (first 3)']
+    stock, ours = (v.split(', ') for v in re.findall(r'\[([^\]]*)\]', rows['probs[0][:4]'])[-2:])
+    assert len(stock) == len(ours) == 4 and any(float(v) < 0 for v in stock)  # logits
+    assert not {'0.00', '1.00'} & set(ours)  # digits trained one epoch: no probability is exactly 0 or 1
     assert rows['values in [0, 1]'].split()[-2:] == ['False', 'True']
     acc = float(rows['accuracy of decoded'].split()[-1])
     assert 0.5 < acc <= 1 and 'n/a' in rows['accuracy of decoded']
