@@ -9,7 +9,6 @@ import matplotlib.pyplot as plt
 import sklearn.metrics as skm
 
 from .activations import activation_for
-from .show import format_prob
 
 _CSS = """
 :root { --ink:#1f2328; --muted:#59636e; --line:#d1d9e0; --soft:#f6f8fa; --accent:#0969da; --bad:#b3261e; --good:#1a7f37; }
@@ -108,9 +107,8 @@ def _headline(interp, tta, calib, temp):
     if temp is not None:
         cards.append(('ECE after temperature', _pct(temp['after']['ece']),
                       f"from {_pct(temp['before']['ece'])} on held-out items, T = {temp['T']:.3g}"))
-    p_pred = interp.probs.max(1).values if not interp.multilabel else None
-    if p_pred is not None:
-        unsure = int((p_pred < 0.5).sum())
+    if not interp.multilabel:
+        unsure = int((interp.probs.max(1).values < 0.5).sum())
         cards.append(('Unsure predictions', f'{unsure:,}', f'items whose predicted class has p < 0.5 ({_pct(unsure / n)})'))
     cards.append(('Items', f'{n:,}', f'{len(interp.vocab)} classes' + ('' if interp.labelled else ', no labels')))
     return _cards(cards)

@@ -1,5 +1,5 @@
 "The `fastinterp` command: `demo` and `report` end to end, and one clear line for every bad input"
-import io, os, re, subprocess, sys, textwrap, warnings
+import os, re, subprocess, sys, textwrap, warnings
 import numpy as np, pandas as pd, pytest, torch
 
 import torch.nn as nn
