@@ -55,18 +55,22 @@ def _temperature(learn, dl_of, items, labels, p, seed=0):
     dl_fit, dl_held = (dl_of([items[i] for i in h], None if labels is None else [labels[i] for i in h]) for h in (fit, held))
     metrics = lambda: ClassificationInterpretation.from_learner(learn, dl=dl_held).calibration()
     had, own = 'temperature' in vars(learn), vars(learn).get('temperature')  # the learner's own: set aside, then restored
-    try:
-        with learn.no_bar():
-            learn.temperature = None
-            before = metrics()
-            learn.calibrate(dl=dl_fit, quiet=True)
-            res = dict(T=float(learn.temperature), before=before, after=metrics(), n_fit=len(fit), n_eval=len(held))
-    except (TypeError, ValueError) as e:  # a loss temperature scaling does not apply to
-        p(f"Temperature scaling skipped: {e}")
-        return None
-    finally:
-        if had: learn.temperature = own
-        else: del learn.temperature
+    with warnings.catch_warnings(record=True) as caught:  # e.g. T stopped at a bound: a line of output, not a Python warning
+        warnings.simplefilter('always', UserWarning)
+        try:
+            with learn.no_bar():
+                learn.temperature = None
+                before = metrics()
+                learn.calibrate(dl=dl_fit, quiet=True)
+                res = dict(T=float(learn.temperature), before=before, after=metrics(), n_fit=len(fit), n_eval=len(held))
+        except (TypeError, ValueError) as e:  # a loss temperature scaling does not apply to
+            p(f"Temperature scaling skipped: {e}")
+            res = None
+        finally:
+            if had: learn.temperature = own
+            else: del learn.temperature
+    for w in caught: p(f"Temperature scaling: {w.message}")
+    if res is None: return None
     p(f"Temperature scaling: T = {res['T']:.3g} fitted on {res['n_fit']:,} items; ECE on the other {res['n_eval']:,}: "
       f"{100 * res['before']['ece']:.2f}% before, {100 * res['after']['ece']:.2f}% after")
     return res

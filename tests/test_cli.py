@@ -79,6 +79,20 @@ def test_temperature_fitted_on_one_half_measured_on_the_other(digits_vision, dig
         assert res[key]['ece'] == pytest.approx(float(ece), abs=1e-5)
     assert _temperature(learn, dl_of, items[:39], None, print) is None  # too few items to split
 
+def test_temperature_warning_is_a_line_of_output(digits_vision, digits_path):
+    "T fitted on items that are all predicted right runs to its bound: the command says so in a line, not a Python warning"
+    learn = digits_vision
+    items = sorted((digits_path/'valid').glob('*/*.png'))
+    raw = raw_outputs(learn, learn.dls.test_dl(items))
+    right = [f for f, c in zip(items, raw.argmax(1).tolist()) if c == int(f.parent.name)]
+    lines = []
+    with warnings.catch_warnings(record=True) as escaped:
+        warnings.simplefilter('always')
+        res = _temperature(learn, lambda fs, _: learn.dls.test_dl(fs, with_labels=True), right, None, lines.append)
+    assert not [w for w in escaped if issubclass(w.category, UserWarning)]
+    assert 'Temperature scaling: Every held-out item is predicted right' in lines[0] and res['T'] == pytest.approx(0.01)
+    assert 'temperature' not in vars(learn)
+
 def test_report_of_a_learner_exported_with_a_temperature(digits_vision, digits_path, tmp_path, capsys):
     learn = digits_vision
     learn.temperature = 1.5
@@ -150,7 +164,6 @@ def custom_loss_learners(digits_path, tmp_path_factory):
                    'imported here: run from its folder with --import mylosses, or add its folder to PYTHONPATH'),
     ('main.pkl', 'needs MyLoss, defined in the script or notebook that exported the learner (__main__) and not here: '
                  'put it in a module (e.g. mycode.py) and pass --import mycode')])
-@pytest.mark.filterwarnings('ignore:The outputs do no better than chance')  # untrained on purpose: only loading matters
 def test_custom_loss_needs_import(custom_loss_learners, digits_path, tmp_path, capsys, monkeypatch, pkl, message):
     d = custom_loss_learners
     code, _, err = run(['report', d/pkl, digits_path/'valid', '--out', tmp_path], capsys)
