@@ -277,6 +277,7 @@ def calibrate(self:Learner,
     return res
 
 def _summary(T, res, n, dl, ds_idx, rec, labels):
+    "What `calibrate` prints: T, what it was fitted on, and the figures at T = 1 and at T"
     on = 'the given DataLoader' if dl is not None else {0: 'the training set', 1: 'the validation set'}.get(ds_idx, f'dls[{ds_idx}]')
     if isinstance(T, float): head = f"Temperature T = {T:.4g}"
     else:
