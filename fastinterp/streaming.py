@@ -18,7 +18,8 @@ from .activations import activation_for
 from .preds import activate, stock_get_preds, add_patch
 from .uncertainty import MEASURES, check_finite
 from .interpret import ClassificationInterpretation, _is_labelled, _per_item_loss, _vocab
-from .calibration import CalibrationBins, _bin_sums, ece_from_bins, mce_from_bins
+from .calibration import CalibrationBins, _bin_sums, ece_from_bins, mce_from_bins, reliability_diagram_from_bins
+from .tta import item_nll
 from . import show
 
 try: from fastai.distributed import DistributedDL
@@ -27,7 +28,8 @@ except (ImportError, NameError): DistributedDL = None  # fastai.distributed cann
 def _is_distributed(dl): return DistributedDL is not None and isinstance(dl, DistributedDL)
 
 # --- the functional core: a state is a dict of tensors; `_REDUCE` says how each entry combines across batches and processes
-_REDUCE = {'n': 'sum', 'pred_counts': 'sum', 'confusion': 'sum', 'top': 'topk', **{f'bins_{f}': 'sum' for f in CalibrationBins._fields}}
+_REDUCE = {'n': 'sum', 'pred_counts': 'sum', 'confusion': 'sum', **{f'bins_{f}': 'sum' for f in CalibrationBins._fields},
+           'brier_sum': 'sum', 'nll_sum': 'sum', 'top': 'topk'}
 _KEPT = ('score', 'idx', 'probs', 'decoded', 'targ', 'loss')  # what is kept of each top item: enough to show it
 
 def _no_items(n_classes, device=None):
@@ -42,6 +44,7 @@ def _init_state(n_classes, n_bins, lists, device=None):
     # calibration_bins' layout: n_bins + 1 bins (the last holds a confidence of exactly 1), int64 counts, float64 sums
     bins = {'bins_count': z(n_bins + 1), 'bins_confidence': z(n_bins + 1, dtype=torch.float64), 'bins_correct': z(n_bins + 1, dtype=torch.float64)}
     return {'n': z(()), 'pred_counts': z(n_classes), 'confusion': z(n_classes, n_classes), **bins,
+            'brier_sum': z((), dtype=torch.float64), 'nll_sum': z((), dtype=torch.float64),
             'top': {l: _no_items(n_classes, device) for l in lists}}
 
 def _select(a, b, k):
@@ -73,6 +76,20 @@ def _bounds(pmax, n_classes):
             'entropy': (-torch.special.xlogy(p, p) - torch.special.xlogy(q, q) + q * math.log(C - 1)) / math.log(C),  # rest spread evenly
             'uniform_distance': 1 - (p * C - 1).clamp_min(0) / (C - 1)}  # sum of |C p_c - 1| is at least 2 (C p1 - 1)
 
+def _score(name, probs):
+    "`MEASURES[name]` of each row: on the CPU, bit for bit what it gives that row within any batch, the whole data set's included"
+    # torch sums a lone row of 32,768 values or more over several threads, in another order than each row of a batch
+    if len(probs) == 1: return MEASURES[name](probs.repeat(2, 1))[:1]
+    return MEASURES[name](probs)
+
+def _brier_nll(probs, targs):
+    "Float64 sums over the batch of each item's Brier score and NLL, the terms `brier` and `nll` average"
+    # Brier: sum_c (p_c - [c = t])^2 = |p|^2 - 2 p_t + 1 in float64, within 1e-15 of the terms `brier` sums, without its
+    # (B, C) float64 temporaries: at 1,000 classes they take longer than the rest of the update
+    sq = torch.linalg.vector_norm(probs, dim=1, dtype=torch.float64).square()
+    pt = probs.gather(1, targs[:, None])[:, 0].double()
+    return (sq - 2 * pt + 1).sum(), item_nll(probs, targs).double().sum()
+
 def _update(kept, # The state's top-k lists, read only
         probs, # (B, C) float32 probabilities, rows summing to 1
         targs, # (B,) target classes, or None
@@ -82,15 +99,17 @@ def _update(kept, # The state's top-k lists, read only
         k:int, # Items kept per list
         n_bins:int, # Calibration bins
     ):
-    "One batch's contribution: its counts, its calibration bin sums, and per list the items that may enter the top `k` beside `kept`"
+    "One batch's contribution: the sums it adds, its confusion cells, and per list the items that may enter the top `k` beside `kept`"
     C = probs.shape[1]
     pmax, pred = probs.max(1)  # the first maximum, as argmax
     if decoded is None: decoded = pred
-    res = {'n': len(probs), 'pred_counts': torch.bincount(decoded, minlength=C), 'cells': None, 'bins': None, 'top': {}}
+    res = {'sums': {'n': len(probs), 'pred_counts': torch.bincount(decoded, minlength=C)}, 'cells': None, 'top': {}}
     if targs is not None:
         res['cells'] = targs * C + decoded  # confusion cells to count: O(B), where a C x C bincount per batch is O(C^2)
         # the sums calibration_bins makes of (top probability, argmax right), without its checks of the whole batch again
-        res['bins'] = CalibrationBins(*(s[0] for s in _bin_sums(pmax[:, None], (pred == targs)[:, None], n_bins)))
+        bins = _bin_sums(pmax[:, None], (pred == targs)[:, None], n_bins)
+        res['sums'].update({f'bins_{f}': s[0] for f, s in zip(CalibrationBins._fields, bins)})
+        res['sums']['brier_sum'], res['sums']['nll_sum'] = _brier_nll(probs, targs)
     if k == 0: return res
     rows = {'probs': probs, 'decoded': decoded, 'idx': idxs,
             'targ': targs if targs is not None else torch.full_like(decoded, -1),
@@ -103,11 +122,10 @@ def _update(kept, # The state's top-k lists, read only
             scores = losses
         else:
             if bounds is not None and len(kl['score']) == k:
-                # an item whose bound is below the k-th kept score cannot enter: score the others only (row by row, so the
-                # scores are those of the whole batch, bit for bit)
+                # an item whose bound is below the k-th kept score cannot enter: score the others only
                 pos = torch.nonzero(bounds[name] >= float(kl['score'][-1]) - _SLACK).view(-1)
                 if not len(pos): continue
-            scores = MEASURES[name](probs if pos is None else probs[pos])
+            scores = _score(name, probs if pos is None else probs[pos])
         c = _candidates(scores, kl, k)
         if not len(c): continue
         at = c if pos is None else pos[c]
@@ -116,11 +134,8 @@ def _update(kept, # The state's top-k lists, read only
 
 def _add(state, res, k):
     "Add a batch's contribution `res` to `state`, in place"
-    state['n'] += res['n']
-    state['pred_counts'] += res['pred_counts']
-    if res['cells'] is not None:
-        state['confusion'].view(-1).index_add_(0, res['cells'], torch.ones_like(res['cells']))
-        for f, v in zip(CalibrationBins._fields, res['bins']): state[f'bins_{f}'] += v
+    for key, v in res['sums'].items(): state[key] += v
+    if res['cells'] is not None: state['confusion'].view(-1).index_add_(0, res['cells'], torch.ones_like(res['cells']))
     for name, cand in res['top'].items(): state['top'][name] = _select(state['top'][name], cand, k)
 
 def _merge(a, b, k):
@@ -129,10 +144,11 @@ def _merge(a, b, k):
             for key, how in _REDUCE.items()}
 
 def _compute(state):
-    "Figures from a state: counts as numpy arrays, kept items as CPU tensors"
+    "Figures from a state: counts as numpy arrays, sums as floats, kept items as CPU tensors"
     cpu = lambda t: t.detach().cpu()
     return {'n': int(state['n']), 'pred_counts': cpu(state['pred_counts']).numpy(), 'confusion': cpu(state['confusion']).numpy(),
             'calibration_bins': CalibrationBins(*(cpu(state[f'bins_{f}']) for f in CalibrationBins._fields)),
+            'brier_sum': float(state['brier_sum']), 'nll_sum': float(state['nll_sum']),
             'top': {l: {f: cpu(v) for f, v in kept.items()} for l, kept in state['top'].items()}}
 
 # --- torch.distributed
@@ -183,9 +199,12 @@ class StreamingStats:
         if int(n_classes) < 1: raise ValueError(f"n_classes must be at least 1, got {n_classes}")
         if int(k) < 0: raise ValueError(f"k must be a number of items (0 or more), got {k}")
         if int(n_bins) < 1: raise ValueError(f"n_bins must be at least 1, got {n_bins}")
+        measures = tuple(measures)
         unknown = [m for m in measures if m not in MEASURES]
         if unknown: raise ValueError(f"Unknown uncertainty measure(s) {unknown}: streaming keeps the named ones, {', '.join(MEASURES)}")
-        self.n_classes, self.k, self.n_bins, self.measures = int(n_classes), int(k), int(n_bins), tuple(measures)
+        self.n_classes, self.k, self.n_bins = int(n_classes), int(k), int(n_bins)
+        # in MEASURES' order: processes gather the lists one after the other, so they must agree on it whatever order each was given
+        self.measures = tuple(m for m in MEASURES if m in measures)
         self.reset()
 
     def reset(self):
@@ -296,15 +315,15 @@ class StreamingStats:
         for r, row in enumerate(rows):
             if row[:4] != rows[0][:4]:
                 raise ValueError(f"Ranks 0 and {r} are set up differently: (n_classes, k, n_bins, measures bitmask) {rows[0][:4]} and {row[:4]}")
+        flags = []
         for i, name in ((4, 'targets'), (5, 'losses')):
             known = {row[i] for row in rows if row[i] >= 0}
             if len(known) > 1: raise ValueError(f"Some ranks streamed {name} and others did not")
-        labelled, with_loss = ({row[i] for row in rows if row[i] >= 0} for i in (4, 5))
-        self.labelled = bool(labelled.pop()) if labelled else None
-        self.with_loss = bool(with_loss.pop()) if with_loss else None
+            flags.append(bool(known.pop()) if known else None)
+        self.labelled, self.with_loss = flags
 
     def compute(self):
-        "The figures: item count, predicted counts, confusion matrix (actual x predicted), calibration bins, kept top items per list"
+        "The figures: item count, predicted counts, confusion matrix (actual x predicted), calibration bins, Brier and NLL sums, top items per list"
         if self.state is None: raise ValueError("Nothing was streamed: call update with at least one item first")
         return _compute(self.state)
 
@@ -427,27 +446,24 @@ if DistributedDL is not None: add_patch(DistributedDL, '_broadcast', _broadcast)
 # --- the interpretation built from streamed statistics
 class _Kept:
     "Rows of the kept items, looked up by data set index"
-    def __init__(self, idxs, rows): self.pos, self.rows = {i: j for j, i in enumerate(idxs.tolist())}, rows
+    def __init__(self, pos, rows): self.pos, self.rows = pos, rows
     def __getitem__(self, i):
         if isinstance(i, (int, np.integer)) or (torch.is_tensor(i) and i.ndim == 0): return self.rows[self.pos[int(i)]]
         return self.rows[[self.pos[j] for j in show.idx_list(i)]]
 
 class _KeptItems:
-    "The kept items, shaped like the in-memory interpretation (indexed by data set index) for its titles and plots"
+    "The kept items of one list, shaped like the in-memory interpretation (indexed by data set index) for its titles and plots"
     multilabel = False
     _title, batch, items = ClassificationInterpretation._title, ClassificationInterpretation.batch, ClassificationInterpretation.items
-    def __init__(self, interp):
+    def __init__(self, interp, name):
         self.dl, self.vocab, self.labelled = interp.dl, interp.vocab, interp.labelled
-        lists = interp.res['top'].values()
-        idxs = torch.cat([kept['idx'] for kept in lists])
-        idxs, first = np.unique(idxs.numpy(), return_index=True)  # an item kept in several lists once
-        idxs = torch.from_numpy(idxs)
-        row = lambda f: _Kept(idxs, torch.cat([kept[f] for kept in lists])[torch.from_numpy(first)])
-        self.probs, self.decoded = row('probs'), row('decoded')
-        self.targs = row('targ') if self.labelled else None
-        self.losses = row('loss') if interp.stats.with_loss else None
+        kept = interp.res['top'][name]
+        self.pos = {i: j for j, i in enumerate(kept['idx'].tolist())}
+        self.probs, self.decoded = _Kept(self.pos, kept['probs']), _Kept(self.pos, kept['decoded'])
+        self.targs = _Kept(self.pos, kept['targ']) if self.labelled else None
+        self.losses = _Kept(self.pos, kept['loss']) if interp.stats.with_loss else None
 
-    def correct(self): return _Kept(torch.tensor(list(self.probs.pos)), self.decoded.rows == self.targs.rows)
+    def correct(self): return _Kept(self.pos, self.decoded.rows == self.targs.rows)
 
 def _in_memory_only(view, why):
     "A view that streamed statistics cannot answer: it raises, saying why and what to use"
@@ -576,16 +592,30 @@ class StreamingInterpretation:
             df['precision'] = np.nan_to_num(df['correct'] / df['predicted'])
         return df
 
-    def calibration(self,
-        n_bins:int|None=None, # Must be the number streamed (None: that one): bins cannot be cut again
-    ):
-        "ECE, MCE and accuracy from the streamed calibration bins, as `calibration_metrics` computes them from every item"
-        self._need_labels('calibration')
+    def _bins(self, view, n_bins):
+        "The streamed calibration bins, if `n_bins` is None or the number streamed: bins cannot be cut again"
+        self._need_labels(view)
         if n_bins is not None and n_bins != self.stats.n_bins:
             raise ValueError(f"The confidences were binned into n_bins={self.stats.n_bins} while streaming and cannot be cut again into "
                              f"{n_bins}: stream with n_bins={n_bins}")
-        b = self.res['calibration_bins']
-        return {'ece': float(ece_from_bins(b)), 'mce': float(mce_from_bins(b)), 'accuracy': float(b.correct.sum()) / self.n}
+        return self.res['calibration_bins']
+
+    def calibration(self,
+        n_bins:int|None=None, # Must be the number streamed (None: that one)
+    ):
+        "ECE, MCE, Brier score, NLL and accuracy, as `calibration_metrics` computes them from every item"
+        # ECE, MCE and accuracy come from the bins' sums; Brier and NLL are sums of per-item terms added batch by batch (and
+        # process by process): the same figures up to the order of float64 additions
+        b, n = self._bins('calibration', n_bins), self.n
+        return {'ece': float(ece_from_bins(b)), 'mce': float(mce_from_bins(b)), 'brier': self.res['brier_sum'] / n,
+                'nll': self.res['nll_sum'] / n, 'accuracy': float(b.correct.sum()) / n}
+
+    def plot_reliability(self,
+        n_bins:int|None=None, # Must be the number streamed (None: that one)
+        **kwargs # Passed to `reliability_diagram_from_bins` (title, figsize)
+    ):
+        "Reliability diagram from the streamed bins: the figure the in-memory interpretation draws from every item"
+        return reliability_diagram_from_bins(self._bins('plot_reliability', n_bins), **kwargs)
 
     def classification_report(self, **kwargs):
         "scikit-learn's classification report from the confusion counts: the same text as from every item"
@@ -601,18 +631,16 @@ class StreamingInterpretation:
         "Print scikit-learn's classification report"
         print(self.classification_report())
 
-    def _kept_items(self): return _KeptItems(self)
-
     def plot_top_losses(self, k=9, largest=True, **kwargs):
         "Show the `k` kept items with the largest losses; title: predicted class and p, actual class and p, loss"
         _, idxs = self.top_losses(k, largest)
-        view = self._kept_items()
+        view = _KeptItems(self, 'loss')
         return show.show_items(view, idxs, [view._title(i, loss=True) for i in idxs.tolist()], suptitle='Top losses', **kwargs)
 
     def plot_most_uncertain(self, k=9, measure='entropy', cls=None, by='pred', n_classes:int=3, **kwargs):
         "Show the `k` most uncertain kept items; title: the top classes and their probabilities"
         scores, idxs = self.most_uncertain(k, measure, cls, by)
-        view = self._kept_items()
+        view = _KeptItems(self, measure)
         return show.show_items(view, idxs, [view._title(i, top=n_classes, score=(measure, s)) for i, s in zip(idxs.tolist(), scores.tolist())],
                                suptitle=f'Most uncertain by {measure}', **kwargs)
 

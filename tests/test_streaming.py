@@ -8,10 +8,13 @@ import torch.multiprocessing as mp
 import sklearn.metrics as skm
 import matplotlib.pyplot as plt
 
+from fastai.data.load import DataLoader as FaDataLoader
+from fastai.learner import _ConstantFunc
+
 from fastinterp.interpret import ClassificationInterpretation, _topk
-from fastinterp.streaming import StreamingStats, StreamingCallback, StreamingInterpretation
+from fastinterp.streaming import StreamingStats, StreamingCallback, StreamingInterpretation, _dataset_idxs, _score
 from fastinterp.uncertainty import MEASURES
-from fastinterp.calibration import calibration_bins, calibration_metrics
+from fastinterp.calibration import calibration_bins, calibration_metrics, brier, nll
 from fastinterp.data import digits_learner
 from conftest import plain_learner, fit_quietly, raw_outputs
 
@@ -29,9 +32,9 @@ def ref_top(scores, k):
     s = np.asarray(scores)
     return np.lexsort((np.arange(len(s)), -s))[:k]
 
-def stream(probs, targs, losses, sizes, k=K, idxs=None):
+def stream(probs, targs, losses, sizes, k=K, idxs=None, measures=tuple(MEASURES)):
     "A collector fed the items `idxs` (all, in order, by default) in batches of `sizes`, cycled"
-    s = StreamingStats(probs.shape[1], k)
+    s = StreamingStats(probs.shape[1], k, measures=measures)
     idxs = torch.arange(len(probs)) if idxs is None else idxs
     start = 0
     for size in itertools.cycle(sizes):
@@ -41,11 +44,12 @@ def stream(probs, targs, losses, sizes, k=K, idxs=None):
         s.update(probs[b], None if targs is None else targs[b], None if losses is None else losses[b], b)
 
 def assert_same(a, b):
-    "Two computed states hold exactly the same figures and kept items"
+    "Two computed states hold the same figures and kept items: exactly, but for float64 sums added in another order"
     assert a['n'] == b['n']
     np.testing.assert_array_equal(a['pred_counts'], b['pred_counts'])
     np.testing.assert_array_equal(a['confusion'], b['confusion'])
     for x, y in zip(a['calibration_bins'], b['calibration_bins']): assert torch.equal(x, y)
+    for f in ('brier_sum', 'nll_sum'): assert a[f] == pytest.approx(b[f], rel=1e-12)
     assert a['top'].keys() == b['top'].keys()
     for l in a['top']:
         for f, v in a['top'][l].items(): torch.testing.assert_close(v, b['top'][l][f], rtol=0, atol=0, equal_nan=True)
@@ -72,6 +76,9 @@ def test_topk_and_counts_with_ties(sizes, k):
     assert res['n'] == 997
     # the bin sums are float64 sums of float32 confidences: exact at this size, so equal whatever the batches
     for x, y in zip(res['calibration_bins'], calibration_bins(probs, targs)): assert torch.equal(x, y)
+    # Brier and NLL: float64 sums of per-item terms, batch by batch, against one mean over every item: float64 rounding apart
+    assert res['brier_sum'] / 997 == pytest.approx(brier(probs, targs), rel=1e-12)
+    assert res['nll_sum'] / 997 == pytest.approx(nll(probs, targs), rel=1e-12)
 
 def test_many_classes_and_confident_items():
     "A wide, mostly confident classifier: most items never get scored in full, and the lists are still exact"
@@ -87,9 +94,33 @@ def test_many_classes_and_confident_items():
     np.testing.assert_array_equal(res['top']['loss']['idx'].numpy(), ref_top(losses.numpy(), 10))
     for x, y in zip(res['calibration_bins'], calibration_bins(probs, targs)): assert torch.equal(x, y)
 
+def test_rows_that_sum_to_1_only_within_the_tolerance():
+    "Rows summing to 1 + 1e-3 lift a measure over the bound from the top probability: such items must still be scored"
+    g = torch.Generator().manual_seed(4)
+    e = torch.rand(3000, generator=g) * 4e-4  # two classes, sure of the first: normalized entropy up to 0.005
+    probs = torch.stack([1 - e, e], 1)
+    probs[2500:] = torch.stack([torch.ones(500), 9.5e-4 + e[2500:] / 8], 1)  # rows of [1, ~1e-3]: bound 0, entropy ~0.0099
+    res = stream(probs, None, None, [64], k=10).compute()
+    for name, f in MEASURES.items():
+        want = ref_top(f(probs).numpy(), 10)
+        if name != 'least_confidence': assert (want >= 2500).all(), name  # items the bound alone would skip
+        np.testing.assert_array_equal(res['top'][name]['idx'].numpy(), want, err_msg=name)
+
+def test_one_row_of_many_classes_scores_as_in_a_batch():
+    "torch sums one row of 32,768 values or more over several threads: a lone row must still score as the whole set does"
+    g = torch.Generator().manual_seed(5)
+    probs = (torch.randn(8, 40_000, generator=g) * 3).softmax(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:  # the scoring alone: a collector of 40,000 classes would hold a 40,000 x 40,000 confusion matrix
+        for name, f in MEASURES.items():
+            assert torch.equal(torch.cat([_score(name, probs[i:i + 1]) for i in range(8)]), f(probs)), name
+    finally: torch.set_num_threads(threads)
+
 def test_merge_in_any_order():
     probs, targs, losses = tied_data()
     whole = stream(probs, targs, losses, [100]).compute()
+    np.testing.assert_array_equal(whole['top']['loss']['idx'].numpy(), ref_top(losses.numpy(), K))
     parts = torch.randperm(997, generator=torch.Generator().manual_seed(1)).tensor_split([300, 310, 700])  # uneven, shuffled
     def collectors(): return [stream(probs, targs, losses, [41], idxs=p) for p in parts]
     for order in itertools.permutations(range(4)):
@@ -99,6 +130,10 @@ def test_merge_in_any_order():
         assert_same(merged.compute(), whole)
     a, b, c, d = collectors()
     assert_same(a.merge(b).merge(c.merge(d)).compute(), whole)  # a tree of merges
+    # the same measures named in another order merge list by list
+    e, f = (stream(probs, targs, losses, [41], idxs=p, measures=m) for p, m in zip(parts[:2], (MEASURES, reversed(MEASURES))))
+    g, h = (stream(probs, targs, losses, [41], idxs=p) for p in parts[2:])
+    assert_same(e.merge(f).merge(g).merge(h).compute(), whole)
     one = stream(probs, targs, losses, [100])
     into_empty = StreamingStats(C, K).merge(one)
     assert_same(into_empty.compute(), whole)
@@ -172,8 +207,14 @@ def check_equal(st, ref, k):
     assert st.most_confused() == ref.most_confused()
     assert st.classification_report() == ref.classification_report()
     assert st.n == len(ref.probs) and st.accuracy == int((ref.decoded == ref.targs).sum()) / len(ref.targs)
-    want = calibration_metrics(ref.probs, ref.targs)
-    assert st.calibration() == {f: want[f] for f in ('ece', 'mce', 'accuracy')}
+    check_calibration(st, ref)
+
+def check_calibration(st, ref):
+    "ECE, MCE and accuracy from the bins equal; Brier and NLL, per-item terms summed batch by batch, up to float64 rounding"
+    got, want = st.calibration(), calibration_metrics(ref.probs, ref.targs)
+    assert list(got) == list(want)
+    for f in ('ece', 'mce', 'accuracy'): assert got[f] == want[f], f
+    for f in ('brier', 'nll'): assert got[f] == pytest.approx(want[f], rel=1e-12), f
 
 @pytest.mark.parametrize('bs', [64, 37, 1000])
 def test_digits_equal_in_memory(digits_vision, in_memory, bs):
@@ -226,6 +267,7 @@ def test_views_that_need_every_item(digits_vision):
     with pytest.raises(ValueError, match=r"cls=3.*one class"): st.most_uncertain(5, cls=3)
     with pytest.raises(ValueError, match='largest=False'): st.top_losses(5, largest=False)
     with pytest.raises(ValueError, match='n_bins=15 while streaming.*into 10'): st.calibration(10)
+    with pytest.raises(ValueError, match='n_bins=15 while streaming.*into 10'): st.plot_reliability(10)
     assert len(st.top_losses()[1]) == 10  # k=None: every kept item
 
 def test_unlabelled_test_dl(digits_vision, digits_path):
@@ -238,6 +280,7 @@ def test_unlabelled_test_dl(digits_vision, digits_path):
     with pytest.raises(ValueError, match='unlabelled'): st.confusion_matrix()
     with pytest.raises(ValueError, match='unlabelled'): st.top_losses(3)
     with pytest.raises(ValueError, match='unlabelled'): st.calibration()
+    with pytest.raises(ValueError, match='unlabelled'): st.plot_reliability()
 
 def test_binary_one_output_sigmoid(digits_arrays):
     X, y = digits_arrays
@@ -247,6 +290,7 @@ def test_binary_one_output_sigmoid(digits_arrays):
     for m in MEASURES:
         for a, b in zip(st.most_uncertain(K, m), ref.most_uncertain(K, m)): assert torch.equal(a, b), m
     np.testing.assert_array_equal(st.confusion_matrix(), ref.confusion_matrix())
+    check_calibration(st, ref)
     assert st.vocab == [0, 1]
     # the in-memory losses come as (N, 1) here; the streamed ones are checked against BCE computed by hand
     raw = raw_outputs(learn, learn.dls.valid).view(-1)
@@ -262,14 +306,24 @@ def test_regression_and_multilabel_are_refused(digits_arrays):
     learn = plain_learner(X, torch.stack([y % 2 == 0, y >= 5], 1).float(), nn.BCEWithLogitsLoss(), 2)
     with pytest.raises(ValueError, match='single-label.*multi-label'): StreamingInterpretation.from_learner(learn, progress=False)
 
-def test_plots_of_kept_items_match_in_memory(digits_vision, in_memory, tmp_path):
-    st = StreamingInterpretation.from_learner(digits_vision, k=K, progress=False)
+def pixels(fig):
+    "The figure as drawn, RGBA; the figure is closed"
+    fig.canvas.draw()
+    a = np.asarray(fig.canvas.buffer_rgba()).copy()
+    plt.close(fig)
+    return a
+
+def test_plots_match_in_memory(digits_vision, in_memory):
+    "The same pictures: the kept items' grids, and the figures drawn from counts (confusion matrix, reliability diagram)"
+    st = StreamingInterpretation.from_learner(digits_vision, dl=digits_vision.dls.valid.new(bs=37), k=K, progress=False)
     for name, a, b in [('top_losses', st.plot_top_losses(9), in_memory.plot_top_losses(9)),
-                       ('uncertain', st.plot_most_uncertain(6, 'margin'), in_memory.plot_most_uncertain(6, 'margin'))]:
+                       ('uncertain', st.plot_most_uncertain(6, 'margin'), in_memory.plot_most_uncertain(6, 'margin')),
+                       ('confusion', st.plot_confusion_matrix(), in_memory.plot_confusion_matrix()),
+                       ('reliability', st.plot_reliability(), in_memory.plot_reliability()),
+                       ('titled', *(i.plot_reliability(title='Digits', figsize=(4, 5)) for i in (st, in_memory)))]:
         titles = lambda fig: [ax.get_title() for ax in fig.axes]
-        assert titles(a) == titles(b) and a._suptitle.get_text() == b._suptitle.get_text()
-        a.savefig(tmp_path/f'{name}.png'); plt.close(a); plt.close(b)
-    fig = st.plot_confusion_matrix(); plt.close(fig)
+        assert titles(a) == titles(b), name
+        np.testing.assert_array_equal(pixels(a), pixels(b), err_msg=name)
 
 def test_progress_bar_shows_items_per_second(digits_vision, capsys):
     st = StreamingInterpretation.from_learner(digits_vision, dl=digits_vision.dls.valid.new(bs=32), k=5)
@@ -283,6 +337,24 @@ def free_port():
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]
 
+@pytest.mark.parametrize('n, world', [(359, 2), (10, 3), (3, 8), (48, 4), (7, 7)])
+def test_distributed_dl_items_traced_as_fastai_slices_them(n, world):
+    "Each rank's data set indices are those fastai's DistributedDL.get_idxs hands it; the real ones cover every item once"
+    from fastai.distributed import DistributedDL
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(n)).tolist()  # the fixed order get_preds gives a DataLoader
+    dl = FaDataLoader(list(range(n)), bs=4, get_idxs=_ConstantFunc(order))
+    # one process is enough for fastai's broadcast of the order from rank 0: every rank's slice is then computed here
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{free_port()}', rank=0, world_size=1)
+    try:
+        real_items = []
+        for rank in range(world):
+            ddl = DistributedDL(dl, rank, world)
+            idxs, real = _dataset_idxs(ddl)
+            assert idxs.tolist() == ddl.get_idxs(), rank
+            real_items += idxs[real].tolist()
+        assert sorted(real_items) == list(range(n))
+    finally: dist.destroy_process_group()
+
 def run_rank(rank, world, port, out, digits_path, weights):
     "One process: a half of the tied data synced by hand, then the digits learner under fastai's distributed context"
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port),
@@ -292,7 +364,9 @@ def run_rank(rank, world, port, out, digits_path, weights):
                             timeout=datetime.timedelta(seconds=60))
     try:
         probs, targs, losses = tied_data()
-        res = {'stats': stream(probs, targs, losses, [37], idxs=torch.arange(rank, 997, world)).sync().compute(),
+        # rank 1 names the measures in another order: the lists are gathered one by one, in the same order on every rank
+        measures = tuple(MEASURES)[::-1] if rank else tuple(MEASURES)
+        res = {'stats': stream(probs, targs, losses, [37], idxs=torch.arange(rank, 997, world), measures=measures).sync().compute(),
                # a rank that saw nothing still takes part, and ends with the other's figures
                'one_rank': (stream(probs, targs, losses, [100]) if rank == 0 else StreamingStats(C, K)).sync().compute()}
         learn = digits_learner(digits_path)
@@ -300,7 +374,7 @@ def run_rank(rank, world, port, out, digits_path, weights):
         # on a CPU: SyncBatchNorm is GPU-only, and accelerate must be told (cpu=True) or it leaves the model unwrapped
         with learn.distrib_ctx(sync_bn=False, cpu=True):
             st = StreamingInterpretation.from_learner(learn, k=K, progress=False)
-        views = lambda st: {'n': st.n, 'top_losses': st.top_losses(K), 'confusion': st.confusion_matrix(),
+        views = lambda st: {'n': st.n, 'top_losses': st.top_losses(K), 'confusion': st.confusion_matrix(), 'calibration': st.calibration(),
                             **{m: st.most_uncertain(K, m) for m in MEASURES}}
         res['fastai'] = views(st)
         # or a DistributedDL given directly, outside the context: each process streams its slice, then they merge
@@ -338,3 +412,4 @@ def test_fastai_distributed_context_gives_the_single_process_figures(two_ranks, 
         for m in MEASURES:
             for a, b in zip(got[m], in_memory.most_uncertain(K, m)): assert torch.equal(a, b), m
         np.testing.assert_array_equal(got['confusion'], in_memory.confusion_matrix())
+        assert got['calibration'] == pytest.approx(in_memory.calibration(), rel=1e-12)
