@@ -96,7 +96,8 @@ def _headline(interp, tta, calib, temp):
     n, cards = len(interp.probs), []
     if interp.labelled:
         ok = interp.correct()
-        cards.append(('Accuracy', _pct(float(ok.float().mean())), f'{int(ok.sum()):,} of {n:,} items right'))
+        cards.append(('Accuracy', _pct(float(ok.float().mean())),
+                      f"{int(ok.sum()):,} of {n:,} items {'with every label right' if interp.multilabel else 'right'}"))
     if tta is not None:
         plain, blend = tta.loc['un-augmented', 'accuracy'], _tta_row(tta)['accuracy']
         gain = round((blend - plain) * n)  # in items: the two accuracies are computed in different precisions
@@ -226,9 +227,10 @@ def write_report(interp, # A `ClassificationInterpretation` (labelled or not)
         page.add('top-losses', 'Top losses', page.figure(interp.plot_top_losses(k), 'top_losses'),
                  'The items the model was most wrong about: largest loss first. Each title gives the predicted class '
                  'and its probability, the true class and its probability, and the loss.')
+    by = ("how close their least sure label's probability is to the threshold" if interp.multilabel else
+          'entropy of the predicted probabilities')
     page.add('most-uncertain', 'Most uncertain', page.figure(interp.plot_most_uncertain(k), 'most_uncertain'),
-             'The items the model is least sure of, by entropy of the predicted probabilities, whatever the label: '
-             'the first ones to check or to label.')
+             f'The items the model is least sure of, by {by}, whatever the label: the first ones to check or to label.')
     if not interp.multilabel: _per_class_uncertainty(page, interp, min(k, 5), max_classes)
     if interp.labelled and not interp.multilabel:
         _most_confused_section(page, interp)

@@ -2,6 +2,7 @@
 import base64, io
 from html.parser import HTMLParser
 import numpy as np, pandas as pd, pytest, torch
+import torch.nn as nn
 import torch.nn.functional as F
 import sklearn.metrics as skm
 from torchmetrics.functional.classification import multiclass_calibration_error
@@ -10,7 +11,7 @@ from PIL import Image
 
 from fastinterp.interpret import ClassificationInterpretation
 from fastinterp.report import write_report
-from conftest import raw_outputs
+from conftest import raw_outputs, plain_learner, fit_quietly
 
 class Page(HTMLParser):
     "Section ids, titles, images and table cells of a report"
@@ -167,3 +168,22 @@ def test_per_class_report_leaves_out_classes_absent_from_the_data(digits_vision,
         assert float(pc.loc[f'{avg} avg', 'precision']) == pytest.approx(prec, abs=5e-4)
         assert float(pc.loc[f'{avg} avg', 'recall']) == pytest.approx(rec, abs=5e-4)
     assert f'The {10 - len(pc) + 2} class(es) neither in the data nor predicted are left out.' in ''.join(page.sections['per-class'])
+
+def test_multilabel_report(digits_arrays, tmp_path):
+    "Three labels of a digit (even, above 4, closed loop): exact-match accuracy and per-label scores, from the raw outputs by hand"
+    X, y = digits_arrays
+    Y = torch.stack([y % 2 == 0, y > 4, (y == 0) | (y == 6) | (y == 8) | (y == 9)], 1).float()
+    learn = fit_quietly(plain_learner(X, Y, nn.BCEWithLogitsLoss(), 3), 3)
+    with learn.no_bar(): interp = ClassificationInterpretation.from_learner(learn)
+    page = Page(write_report(interp, tmp_path, k=4).read_text())
+    assert list(page.sections) == ['summary', 'top-losses', 'most-uncertain', 'per-class', 'files']
+    t = torch.cat([b[1] for b in learn.dls.valid]).bool().numpy()
+    pred = (raw_outputs(learn, learn.dls.valid) > 0).numpy()  # sigmoid(z) > 0.5
+    right = (pred == t).all(1)
+    assert summary_cards(page)['Accuracy'] == (f'{100 * right.mean():.2f}%', f'{right.sum()} of {len(t)} items with every label right')
+    assert 'entropy' not in ''.join(page.sections['most-uncertain']) and 'to the threshold' in ''.join(page.sections['most-uncertain'])
+    pc = page.table('per-class').set_index('class')
+    prec, rec, _, _ = skm.precision_recall_fscore_support(t, pred, zero_division=0)
+    np.testing.assert_allclose(pc.loc[['0', '1', '2'], 'precision'].astype(float), prec, atol=5e-4)
+    np.testing.assert_allclose(pc.loc[['0', '1', '2'], 'recall'].astype(float), rec, atol=5e-4)
+    assert len(decoded_pngs(page)) == 2
