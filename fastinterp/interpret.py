@@ -361,7 +361,8 @@ class ClassificationInterpretation(fastai.interpret.ClassificationInterpretation
         name = ('closeness to threshold' if self.multilabel else measure if isinstance(measure, str)
                 else getattr(measure, '__name__', 'uncertainty'))
         sub = '' if cls is None else f" ({'predicted' if by == 'pred' else 'labelled'} {cls})"
-        return show.show_items(self, idxs, [self._title(i, top=n_classes, score=(name, s)) for i, s in zip(idxs.tolist(), scores.tolist())],
+        fs = show.format_probs(scores) if len(scores) else []  # decimals enough that different scores read differently
+        return show.show_items(self, idxs, [self._title(i, top=n_classes, score=(name, s)) for i, s in zip(idxs.tolist(), fs)],
                                suptitle=f'Most uncertain by {name}{sub}', **kwargs)
 
     def plot_most_correct(self, cls, k=9, **kwargs):
@@ -404,7 +405,7 @@ class ClassificationInterpretation(fastai.interpret.ClassificationInterpretation
             else: lines = [f"pred {names[d]}: {show.format_prob(float(p[d]))}"]
         if loss and self.losses is not None: lines.append(f"loss {show.format_loss(float(self.losses[i]))}")
         if score is not None:  # on the second line: beside three classes it would overflow the image's width
-            s = f"{score[0]} {show.format_prob(score[1])}"
+            s = f"{score[0]} {score[1] if isinstance(score[1], str) else show.format_prob(score[1])}"
             if len(lines) > 1: lines[-1] += f" · {s}"
             else: lines.append(s)
         return '\n'.join(lines)

@@ -73,11 +73,14 @@ def _table(df, titles, colors):
     df = df.copy()
     df.insert(0, 'prediction', [t.replace('\n', ' | ') for t in titles])
     cells = [[f'{v:.4g}' if isinstance(v, float) else str(v) for v in r] for r in df.itertuples(index=False)]
-    fig, ax = plt.subplots(figsize=(min(2 + 1.1 * len(df.columns) + 0.05 * max(len(c[0]) for c in cells), 40), 0.6 + 0.32 * len(df)))
+    fig, ax = plt.subplots(figsize=(min(2 + 1.1 * len(df.columns) + 0.05 * max(len(c[0]) for c in cells), 40), 0.28 * (len(df) + 1)),
+                           layout='constrained')
     ax.axis('off')
-    tab = ax.table(cellText=cells, colLabels=list(df.columns), loc='center', cellLoc='left')
+    # rows fill the axes, right under the figure title: a table centred in its own size left a gap above it and cramped rows
+    tab = ax.table(cellText=cells, colLabels=list(df.columns), bbox=(0, 0, 1, 1), cellLoc='left')
     tab.auto_set_font_size(False); tab.set_fontsize(8); tab.auto_set_column_width(list(range(len(df.columns))))
     for (r, c), cell in tab.get_celld().items():
+        if c == 0: cell.PAD = 0.02  # of the cell's width: the default 0.1 indents the long titles
         if r == 0: cell.set_text_props(weight='bold')
         elif c == 0: cell.set_text_props(color=colors[r - 1])
     return fig
