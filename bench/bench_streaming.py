@@ -2,8 +2,8 @@
 
 Synthetic logits (N x C, float32) are generated batch by batch from a per-batch seed and never held whole.
 - bare: softmax, then the running top k of the items by confidence (torch.topk over kept + batch)
-- stream: softmax, then StreamingStats.update (confusion and calibration counts, per-class counts, exact top k by
-  loss and by each of the four uncertainty measures, kept with their probability rows)
+- stream: softmax, then StreamingStats.update (confusion and calibration counts, Brier and NLL sums, per-class counts,
+  exact top k by loss and by each of the four uncertainty measures, kept with their probability rows)
 - generate: only making the batches (logits, targets and per-item cross-entropy, which fastai's validation loop
   computes whatever callbacks run), which every loop pays
 Each run is a fresh process with one torch thread; time is the process's CPU time (steadier than wall time on a
