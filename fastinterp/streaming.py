@@ -228,7 +228,7 @@ class StreamingStats:
 
     def update(self,
         probs, # (B, C) probabilities, rows summing to 1
-        targs=None, # (B,) target classes, for the confusion and calibration counts and the losses
+        targs=None, # (B,) target classes, for the confusion, the calibration figures (bins, Brier, NLL) and the losses
         losses=None, # (B,) per-item losses, for the top losses (need `targs`)
         idxs=None, # (B,) item indices, global across what is merged; default: continue from the items already seen
         decoded=None, # (B,) predicted classes; default: argmax of `probs`
@@ -295,7 +295,7 @@ class StreamingStats:
         return self
 
     def sync(self, group=None):
-        "Merge the statistics of every process of `group` (all_reduce of counts, all_gather of top-k candidates): each ends with the same"
+        "Merge the statistics of every process of `group` once, at the end (all_reduce of counts, all_gather of top-k lists): each ends with the same"
         if not (dist.is_available() and dist.is_initialized()):
             raise RuntimeError("sync needs torch.distributed to be initialized (torch.distributed.init_process_group)")
         if dist.get_world_size(group) == 1: return self
