@@ -104,10 +104,10 @@ def _headline(interp, tta, calib, temp):
         cards.append(('TTA accuracy', _pct(blend), f'{len(tta) - 2} augmented passes; ' +
                       (f'{gain:+,} item(s) right vs the plain pass' if gain else 'same items right as the plain pass')))
     if calib is not None:
-        cards.append(('ECE', _pct(calib['ece']), 'calibration error: gap between confidence and accuracy'))
+        cards.append(('ECE', _pct(calib['ece']), f'calibration error (gap between confidence and accuracy) on all {n:,} items'))
     if temp is not None:
         cards.append(('ECE after temperature', _pct(temp['after']['ece']),
-                      f"from {_pct(temp['before']['ece'])} on held-out items, T = {temp['T']:.3g}"))
+                      f"from {_pct(temp['before']['ece'])}; T = {temp['T']:.3g} fitted on {temp['n_fit']:,} items, both measured on the other {temp['n_eval']:,}"))
     if not interp.multilabel:
         unsure = int((interp.probs.max(1).values < 0.5).sum())
         cards.append(('Unsure predictions', f'{unsure:,}', f'items whose predicted class has p < 0.5 ({_pct(unsure / n)})'))
