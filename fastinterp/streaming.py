@@ -452,11 +452,12 @@ class _Kept:
         return self.rows[[self.pos[j] for j in show.idx_list(i)]]
 
 class _KeptItems:
-    "The kept items of one list, shaped like the in-memory interpretation (indexed by data set index) for its titles and plots"
+    "The kept items of one list, shaped like the in-memory interpretation (indexed by data set index), so that its plots draw them"
     multilabel = False
     _title, batch, items = ClassificationInterpretation._title, ClassificationInterpretation.batch, ClassificationInterpretation.items
     def __init__(self, interp, name):
         self.dl, self.vocab, self.labelled = interp.dl, interp.vocab, interp.labelled
+        self.top_losses, self.most_uncertain = interp.top_losses, interp.most_uncertain
         kept = interp.res['top'][name]
         self.pos = {i: j for j, i in enumerate(kept['idx'].tolist())}
         self.probs, self.decoded = _Kept(self.pos, kept['probs']), _Kept(self.pos, kept['decoded'])
@@ -632,17 +633,13 @@ class StreamingInterpretation:
         print(self.classification_report())
 
     def plot_top_losses(self, k=9, largest=True, **kwargs):
-        "Show the `k` kept items with the largest losses; title: predicted class and p, actual class and p, loss"
-        _, idxs = self.top_losses(k, largest)
-        view = _KeptItems(self, 'loss')
-        return show.show_items(view, idxs, [view._title(i, loss=True) for i in idxs.tolist()], suptitle='Top losses', **kwargs)
+        "Show the `k` kept items with the largest losses, drawn as the in-memory interpretation draws them"
+        return ClassificationInterpretation.plot_top_losses(_KeptItems(self, 'loss'), k, largest, **kwargs)
 
     def plot_most_uncertain(self, k=9, measure='entropy', cls=None, by='pred', n_classes:int=3, **kwargs):
-        "Show the `k` most uncertain kept items; title: the top classes and their probabilities"
-        scores, idxs = self.most_uncertain(k, measure, cls, by)
-        view = _KeptItems(self, measure)
-        return show.show_items(view, idxs, [view._title(i, top=n_classes, score=(measure, s)) for i, s in zip(idxs.tolist(), scores.tolist())],
-                               suptitle=f'Most uncertain by {measure}', **kwargs)
+        "Show the `k` most uncertain kept items, drawn as the in-memory interpretation draws them"
+        self.most_uncertain(k, measure, cls, by)  # what streaming cannot answer fails here, with its reason
+        return ClassificationInterpretation.plot_most_uncertain(_KeptItems(self, measure), k, measure, cls, by, n_classes, **kwargs)
 
     to_df = _in_memory_only('to_df', 'holds one row per item')
     uncertainty = _in_memory_only('uncertainty', 'returns the score of every item')

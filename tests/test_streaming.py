@@ -265,6 +265,8 @@ def test_views_that_need_every_item(digits_vision):
     with pytest.raises(ValueError, match=r'most_uncertain\(k=50\)'): st.most_uncertain(50, 'margin')
     with pytest.raises(ValueError, match='callable'): st.most_uncertain(5, lambda p: p.max(1).values)
     with pytest.raises(ValueError, match=r"cls=3.*one class"): st.most_uncertain(5, cls=3)
+    with pytest.raises(ValueError, match="Measure 'variance' was not streamed"): st.plot_most_uncertain(5, 'variance')
+    with pytest.raises(ValueError, match=r'top_losses\(k=11\)'): st.plot_top_losses(11)
     with pytest.raises(ValueError, match='largest=False'): st.top_losses(5, largest=False)
     with pytest.raises(ValueError, match='n_bins=15 while streaming.*into 10'): st.calibration(10)
     with pytest.raises(ValueError, match='n_bins=15 while streaming.*into 10'): st.plot_reliability(10)
