@@ -48,6 +48,23 @@ def _topk(scores, k, largest=True):
     order = torch.from_numpy(np.argsort(-scores.numpy() if largest else scores.numpy(), kind='stable')[:k].copy())
     return scores[order], order
 
+def output_kind(probs, loss=None):
+    "Kind of outputs an explicit `act` or an unregistered loss produced: rows that sum to 1 are classes, values in [0, 1] labels"
+    if probs.ndim == 2 and probs.shape[1] > 1 and bool(((probs.sum(1) - 1).abs() < 1e-3).all()): return 'multiclass'
+    if bool(((probs >= 0) & (probs <= 1)).all()): return 'multilabel'
+    raise ValueError(f"The outputs{'' if loss is None else f' of {loss!r}'} are not probabilities (they leave [0, 1]). Register "
+                     f"the loss's activation with fastinterp.register_activation, or pass act=.")
+
+def as_classes(probs, decoded, targs, kind, thresh):
+    "Single-label outputs as (N, C) probabilities and (N,) predicted and target classes: a one-output sigmoid becomes two classes"
+    if kind == 'multilabel':  # one sigmoid output: a binary classifier
+        p = probs.view(-1)
+        return torch.stack([1 - p, p], 1), (p > thresh).long(), None if targs is None else targs.view(-1).long()
+    if probs.ndim != 2: raise ValueError(f"Interpretation needs one row of class probabilities per item, got shape {tuple(probs.shape)}")
+    if targs is not None: targs = (targs.argmax(1) if targs.shape == probs.shape else targs.view(-1)).long()  # soft targets
+    if decoded is None or decoded.shape != probs.shape[:1]: decoded = probs.argmax(1)
+    return probs, decoded.long(), targs
+
 class ClassificationInterpretation(fastai.interpret.ClassificationInterpretation):
     "Interpretation of a classifier from ONE inference pass: cached `probs`, `targs`, `decoded`, `losses`"
     def __init__(self,
@@ -132,25 +149,12 @@ class ClassificationInterpretation(fastai.interpret.ClassificationInterpretation
         "Bring every kind of classifier output to (N, C) class probabilities or (N, L) label probabilities"
         probs = probs.float()
         if losses is not None: losses = losses.reshape(len(probs), -1).mean(1)  # one per item: a 1-output BCE gives (N, 1)
-        if kind not in ('multiclass', 'multilabel'):  # an explicit `act`, or a loss the registry does not know
-            sums_to_1 = probs.ndim == 2 and probs.shape[1] > 1 and bool(((probs.sum(1) - 1).abs() < 1e-3).all())
-            if sums_to_1: kind = 'multiclass'
-            elif bool(((probs >= 0) & (probs <= 1)).all()): kind = 'multilabel'
-            else: raise ValueError(f"The outputs of {learn.loss_func!r} are not probabilities (they leave [0, 1]). Register "
-                                   f"the loss's activation with fastinterp.register_activation, or pass act=.")
+        if kind not in ('multiclass', 'multilabel'): kind = output_kind(probs, learn.loss_func)
         thresh = thresh if thresh is not None else getattr(learn.loss_func, 'thresh', 0.5)
         if targs is not None: targs = targs.detach().cpu()
-        if kind == 'multilabel' and (probs.ndim == 1 or probs.shape[1] == 1):
-            # one-output sigmoid: a binary classifier, shown as two classes
-            p = probs.view(-1)
-            probs, decoded = torch.stack([1 - p, p], 1), (p > thresh).long()
-            if targs is not None: targs = targs.view(-1).long()
-            return cls(learn, dl, probs, targs, decoded, losses, act, multilabel=False, thresh=thresh)
-        if kind == 'multiclass':
-            if probs.ndim != 2: raise ValueError(f"Interpretation needs one row of class probabilities per item, got shape {tuple(probs.shape)}")
-            if targs is not None: targs = (targs.argmax(1) if targs.shape == probs.shape else targs.view(-1)).long()  # soft targets
-            if decoded is None or decoded.shape != probs.shape[:1]: decoded = probs.argmax(1)
-            return cls(learn, dl, probs, targs, decoded.long(), losses, act)
+        if kind == 'multiclass' or probs.ndim == 1 or probs.shape[1] == 1:
+            probs, decoded, targs = as_classes(probs, decoded, targs, kind, thresh)
+            return cls(learn, dl, probs, targs, decoded, losses, act, thresh=thresh)
         if targs is not None: targs = targs.view(probs.shape).long()
         decoded = (probs > thresh) if decoded is None or decoded.shape != probs.shape else decoded
         return cls(learn, dl, probs, targs, decoded.long(), losses, act, multilabel=True, thresh=thresh)

@@ -17,7 +17,7 @@ import fastai.callback.progress  # Learner.no_bar
 from .activations import activation_for
 from .preds import activate, stock_get_preds, add_patch
 from .uncertainty import MEASURES, check_finite
-from .interpret import ClassificationInterpretation, _is_labelled, _per_item_loss, _vocab
+from .interpret import ClassificationInterpretation, _is_labelled, _per_item_loss, _vocab, as_classes, output_kind
 from .calibration import CalibrationBins, _bin_sums, ece_from_bins, mce_from_bins, reliability_diagram_from_bins
 from .tta import item_nll
 from . import show
@@ -353,25 +353,11 @@ def _dataset_idxs(dl):
     return order[pos % n], pos < n
 
 def _as_classes(probs, decoded, targs, kind, thresh):
-    "A batch as `ClassificationInterpretation._from_probs` sees a whole set: (B, C) probabilities, (B,) predicted and target classes"
-    probs = probs.float()
-    if kind == 'multilabel':
-        if probs.ndim == 2 and probs.shape[1] > 1:
-            raise ValueError("Streaming interpretation is for single-label classifiers (softmax, or one sigmoid output); "
-                             "use the in-memory ClassificationInterpretation for a multi-label model")
-        p = probs.view(-1)  # one-output sigmoid: a binary classifier, shown as two classes
-        return torch.stack([1 - p, p], 1), (p > thresh).long(), None if targs is None else targs.view(-1).long()
-    if probs.ndim != 2: raise ValueError(f"Interpretation needs one row of class probabilities per item, got shape {tuple(probs.shape)}")
-    if targs is not None: targs = (targs.argmax(1) if targs.shape == probs.shape else targs.view(-1)).long()  # soft targets
-    if decoded is None or decoded.shape != probs.shape[:1]: decoded = probs.argmax(1)
-    return probs, decoded.long(), targs
-
-def _kind(probs):
-    "Kind of outputs an explicit `act` or an unregistered loss produced, as `_from_probs` decides it"
-    if probs.ndim == 2 and probs.shape[1] > 1 and bool(((probs.sum(1) - 1).abs() < 1e-3).all()): return 'multiclass'
-    if bool(((probs >= 0) & (probs <= 1)).all()): return 'multilabel'
-    raise ValueError("The outputs are not probabilities (they leave [0, 1]): register the loss's activation with "
-                     "fastinterp.register_activation, or pass act=")
+    "A batch as the in-memory interpretation sees a whole set; multi-label models are refused"
+    if kind == 'multilabel' and probs.ndim == 2 and probs.shape[1] > 1:
+        raise ValueError("Streaming interpretation is for single-label classifiers (softmax, or one sigmoid output); "
+                         "use the in-memory ClassificationInterpretation for a multi-label model")
+    return as_classes(probs.float(), decoded, targs, kind, thresh)
 
 class StreamingCallback(Callback):
     "Stream each validation batch into a `StreamingStats`: registry probabilities, per-item losses, data set indices"
@@ -408,7 +394,7 @@ class StreamingCallback(Callback):
         if len(self.learn.yb):
             targs = to_detach(detuplify(self.learn.yb), gather=False)
             if self.with_loss: losses = self._losses(bs)
-        if self.kind not in ('multiclass', 'multilabel'): self.kind = _kind(probs)
+        if self.kind not in ('multiclass', 'multilabel'): self.kind = output_kind(probs)
         probs, decoded, targs = _as_classes(probs, decoded, targs, self.kind, self.thresh)
         if self.real is not None:
             real = self.real[pos]
