@@ -123,7 +123,7 @@ class ClassificationInterpretation(fastai.interpret.ClassificationInterpretation
     @classmethod
     def _from_tta(cls, learn, dl, rec, n, **kwargs):
         "The interpretation of TTA probabilities, with `tta_report` comparing the passes"
-        if kwargs.get('beta', 0.25) is None: raise ValueError("tta=True needs one set of probabilities: beta=None is for Learner.tta")
+        if kwargs.get('beta', 0.25) is None and not kwargs.get('use_max'): raise ValueError("tta=True needs one set of probabilities: beta=None is for Learner.tta")
         res = learn.tta(dl=dl, n=n, **kwargs)
         interp = cls._from_averaged(learn, dl, rec, *res)
         interp.tta_report = res.report

@@ -7,11 +7,12 @@ from contextlib import nullcontext
 import pandas as pd, torch
 import torch.nn.functional as F
 from fastcore.basics import store_attr
-from fasttransform import Pipeline
+from fastcore.xtras import is_listy
+from fasttransform import Pipeline, Transform
 from fastprogress.fastprogress import master_bar
 from fastai.callback.core import Callback, event
 from fastai.learner import Learner, _ConstantFunc, _before_epoch
-from fastai.torch_core import to_detach, to_concat, detuplify, nested_reorder
+from fastai.torch_core import to_detach, to_float, to_concat, detuplify, nested_reorder
 import fastai.callback.progress  # Learner.no_bar, and the progress bar itself
 
 from .activations import activation_for
@@ -19,6 +20,7 @@ from .preds import activate, add_patch
 
 MODES = ('mean', 'gmean', 'max')
 _TINY = torch.finfo(torch.float32).tiny
+_CLASSIFIERS = ('multiclass', 'multilabel')  # the kinds whose outputs are probabilities, with an accuracy and an NLL
 
 def item_nll(probs, targs, multilabel=False):
     "Per-item negative log-likelihood of the targets under `probs` (multilabel: binary cross-entropy averaged over labels)"
@@ -31,6 +33,15 @@ def class_targets(targs, probs):
     "Targets as class indices (soft or one-hot targets become their argmax)"
     return targs.argmax(1) if targs.shape == probs.shape else targs.view(-1)
 
+def _places(dl):
+    "Dataset index of each item `dl` yields, in order; None when that is 0, 1, 2, ..."
+    if not getattr(dl, 'indexed', False) or not hasattr(dl, 'get_idxs'): return None
+    if getattr(dl, 'shuffle', False) and not isinstance(dl.get_idxs, _ConstantFunc):
+        raise ValueError("This DataLoader shuffles its items anew on every pass, so the passes cannot be added up item by item: "
+                         "run each pass through get_preds (it fixes one order), or use dl.new(shuffle=False)")
+    idxs = torch.as_tensor(dl.get_idxs())
+    return None if torch.equal(idxs, torch.arange(len(idxs))) else idxs
+
 class TTACallback(Callback):
     "Keep a running aggregate of the registry's probabilities over validation passes: O(N x C) memory whatever their number"
     order = 100  # after every callback that may change `pred` (mixed precision casts it back, for one)
@@ -40,44 +51,49 @@ class TTACallback(Callback):
     ):
         if mode not in MODES: raise ValueError(f"Unknown TTA mode {mode!r}: use one of {', '.join(MODES)}")
         store_attr()
+        if rec is not None: self._check_mode()
         self.reset()
 
     def reset(self):
         "Forget every pass"
-        self.n_passes, self.agg, self.agg_neg, self.targs, self.stats = 0, None, None, None, []
+        self.n_passes, self.agg, self.targs, self.stats = 0, None, None, []
 
     @property
     def multilabel(self): return self.rec is not None and self.rec.kind == 'multilabel'
 
+    def _check_mode(self):
+        if self.mode == 'gmean' and self.rec.kind not in _CLASSIFIERS:
+            raise ValueError(f"mode='gmean' averages log-probabilities, and the outputs of {self.rec.loss} ({self.rec.kind}) "
+                             f"are not probabilities: use mode='mean' or 'max'")
+
     def before_validate(self):
         if self.n_passes and self.agg is None: raise ValueError("The aggregate was handed over by result(inplace=True): reset() before more passes")
-        if self.rec is None: self.rec = activation_for(self.learn.loss_func)
+        if self.rec is None: self.rec = activation_for(self.learn.loss_func); self._check_mode()
+        self.places = _places(self.dl)  # each item goes back to its place in the dataset, in whatever order the passes run
         self.pos, self._targs, self.correct, self.nll, self.seen = 0, [], 0., 0., 0
 
     def after_batch(self):
         if not hasattr(self.learn, 'pred'): return
-        probs, _ = activate(self.learn, to_detach(self.pred), rec=self.rec)
-        probs = probs.float()
+        # activated where the model ran (a batch on the GPU), in float32 even from a half-precision model
+        probs = to_detach(activate(self.learn, to_float(self.pred), rec=self.rec)[0]).float()
         if self.agg is None: self._allocate(probs)
-        rows = slice(self.pos, self.pos + len(probs))
-        self.pos += len(probs)
-        self._accumulate(rows, probs)
+        start, self.pos = self.pos, self.pos + len(probs)
+        self._accumulate(slice(start, self.pos) if self.places is None else self.places[start:self.pos], probs)
         yb = to_detach(self.yb)
         if not yb or yb[0].numel() == 0: return
         if self.n_passes == 0: self._targs.append(yb)
-        self._score(probs, yb[0])
+        if self.rec.kind in _CLASSIFIERS: self._score(probs, yb[0])
 
     def _allocate(self, probs):
-        n = self.dl.n if hasattr(self.dl, 'n') else len(self.dl.dataset)
-        self.agg = probs.new_zeros(n, *probs.shape[1:])
-        if self.mode == 'gmean' and self.multilabel: self.agg_neg = torch.zeros_like(self.agg)
+        n = self.dl.n if getattr(self.dl, 'n', None) is not None else len(self.dl.dataset)
+        # a running max starts below every output: regression outputs and unknown losses' raw scores can be negative
+        self.agg = probs.new_full((n, *probs.shape[1:]), -torch.inf if self.mode == 'max' else 0.)
 
     def _accumulate(self, rows, probs):
         if self.mode == 'mean': self.agg[rows] += probs
-        elif self.mode == 'max': torch.maximum(self.agg[rows], probs, out=self.agg[rows])
-        else:
-            self.agg[rows] += probs.clamp_min(_TINY).log()
-            if self.agg_neg is not None: self.agg_neg[rows] += (1 - probs).clamp_min(_TINY).log()
+        elif self.mode == 'max': self.agg[rows] = torch.maximum(self.agg[rows], probs)
+        elif self.multilabel: self.agg[rows] += probs.clamp_min(_TINY).log() - (1 - probs).clamp_min(_TINY).log()  # each label's logit
+        else: self.agg[rows] += probs.clamp_min(_TINY).log()
 
     def _score(self, probs, targs):
         "Add this batch's correct predictions and NLL to the pass's totals"
@@ -92,8 +108,12 @@ class TTACallback(Callback):
 
     def after_validate(self):
         if self.agg is None: return
-        if self.pos != len(self.agg): raise RuntimeError(f"A pass gave {self.pos} predictions where the first gave {len(self.agg)}")
-        if self.n_passes == 0 and self._targs: self.targs = detuplify(to_concat(self._targs))
+        if self.pos != len(self.agg):
+            raise RuntimeError(f"A pass gave {self.pos} predictions for the {len(self.agg)} items of its DataLoader: every pass must "
+                               f"predict every item once (drop_last=False)")
+        if self.n_passes == 0 and self._targs:
+            self.targs = detuplify(to_concat(self._targs))
+            if self.places is not None: self.targs = nested_reorder(self.targs, self.places.argsort())
         self.n_passes += 1
         if self.seen: self.stats.append((self.correct / self.seen, self.nll / self.seen))
 
@@ -104,19 +124,20 @@ class TTACallback(Callback):
 
     def result(self,
         inplace:bool=False, # Finish the aggregate in its own buffer (no copy); no further pass may be added then
+        renormalize:bool=True, # Rows of a multiclass max sum to 1; False keeps the raw max, to take with more passes first
     ):
         "The aggregated probabilities, as `value`; `inplace` saves the one N x C copy"
         if not self.n_passes: raise ValueError("No pass has run: there is nothing to aggregate")
+        if self.agg is None: raise ValueError("The aggregate was already handed over by result(inplace=True)")
         x = self.agg if inplace else self.agg.clone()
         if inplace: self.agg = None
         if self.mode == 'mean': return x.div_(self.n_passes)
         if self.mode == 'gmean':
-            # multilabel: p^(1/n) / (p^(1/n) + (1-p)^(1/n)) per label, i.e. the sigmoid of the mean logit
-            if self.multilabel: return x.sub_(self.agg_neg).div_(self.n_passes).sigmoid_()
             x.div_(self.n_passes)
-            if not self._multiclass: return x.exp_()
+            # multilabel: the sigmoid of the mean logit, i.e. p^(1/n) / (p^(1/n) + (1-p)^(1/n)) per label
+            if self.multilabel: return x.sigmoid_()
             return self._renormalize(x.sub_(x.amax(self.rec.axis, keepdim=True)).exp_())  # a softmax of the mean log-probabilities
-        return self._renormalize(x) if self._multiclass else x
+        return self._renormalize(x) if self._multiclass and renormalize else x
 
     @property
     def _multiclass(self): return self.rec is not None and self.rec.kind == 'multiclass'
@@ -137,10 +158,13 @@ def _augmented_dl(dl, item_tfms, batch_tfms):
         raise TypeError(f"TTA needs augmentations, and the dataset of this DataLoader ({type(dl.dataset).__name__}) cannot switch "
                         f"to training transforms: it is not a fastai Datasets. Pass item_tfms= and/or batch_tfms= with the "
                         f"augmentations to apply.")
-    if switches: return dl.new(after_item=item_tfms, after_batch=batch_tfms), True
-    as_pipe = lambda t: t if t is None or callable(t) else Pipeline(t, split_idx=0)  # run training-only transforms too
-    kw = {k: as_pipe(v) for k, v in (('after_item', item_tfms), ('after_batch', batch_tfms)) if v is not None}
-    return dl.new(**kw), False
+    # the transforms given replace the DataLoader's, as in fastai; the kind not given stays (fastai drops it, ToTensor with it)
+    tfms = {k: v if switches else _training_pipeline(v) for k, v in (('after_item', item_tfms), ('after_batch', batch_tfms)) if v is not None}
+    return dl.new(**tfms), switches
+
+def _training_pipeline(tfms):
+    "Transforms given for a plain dataset, their training-only ones switched on; any other callable takes the whole item or batch"
+    return Pipeline(tfms, split_idx=0) if is_listy(tfms) or isinstance(tfms, (Transform, Pipeline)) else tfms
 
 def _run_pass(learn, dl, cb, split_idx):
     with (dl.dataset.set_split_idx(split_idx) if split_idx is not None else nullcontext()):
@@ -152,8 +176,8 @@ def tta(self:Learner,
         n:int=4, # Number of augmented passes
         item_tfms=None, # Item transforms to use instead of the `DataLoader`'s
         batch_tfms=None, # Batch transforms to use instead of the `DataLoader`'s
-        beta:float|None=0.25, # Weight of the un-augmented pass in the blend; None returns (augmented, un-augmented) apart
-        use_max:bool=False, # fastai's switch for `mode='max'`, blended by max with the un-augmented pass
+        beta:float|None=0.25, # Weight of the un-augmented pass in the blend (mode='max' blends by max); None returns (augmented, un-augmented) apart
+        use_max:bool=False, # fastai's switch for `mode='max'`, always blended by max with the un-augmented pass, whatever `beta`
         mode:str='mean', # Aggregate of the augmented passes: 'mean', 'gmean' or 'max' of probabilities
         progress:bool=True, # Show a progress bar over the passes
     )->TTAResult:
@@ -163,13 +187,11 @@ def tta(self:Learner,
     if beta is not None and not 0 <= beta <= 1: raise ValueError(f"beta is a weight between 0 and 1 (or None), got {beta}")
     rec = activation_for(self.loss_func)
     aug, plain = TTACallback(mode, rec), TTACallback('mean', rec)
-    if dl is None or getattr(dl, 'drop_last', False): dl = (dl or self.dls[ds_idx]).new(shuffle=False, drop_last=False)
+    if dl is None: dl = self.dls[ds_idx]
+    # every item, in one order (the callbacks put each back in its place in the dataset)
+    if getattr(dl, 'shuffle', False) or getattr(dl, 'drop_last', False): dl = dl.new(shuffle=False, drop_last=False)
     aug_dl, switches = _augmented_dl(dl, item_tfms, batch_tfms)
     plain_dl = aug_dl if switches else dl
-    idxs = None
-    if hasattr(dl, 'get_idxs'):  # one fixed order for every pass, restored at the end as get_preds does
-        idxs = dl.get_idxs()
-        aug_dl, plain_dl = (d.new(get_idxs=_ConstantFunc(idxs)) for d in (aug_dl, plain_dl))
     with (nullcontext() if progress else self.no_bar()), self.no_logging():  # no empty table of training metrics
         try:
             self(_before_epoch)
@@ -178,22 +200,23 @@ def tta(self:Learner,
                 for i in self.progress.mbar if hasattr(self, 'progress') else range(n):
                     self.epoch = i  # the progress callback shows the pass as the epoch
                     _run_pass(self, aug_dl, aug, 0 if switches else None)
+            aug.targs = None  # the un-augmented pass brings the same targets: one copy is enough
             self.epoch = n
             _run_pass(self, plain_dl, plain, 1 if switches else None)
         finally: self(event.after_fit)
     # every step below works in the two N x C buffers the passes filled: no n x N x C stack, no extra copy
-    aug_p, preds, targs = aug.result(inplace=True), plain.result(inplace=True), plain.targs
-    if beta is not None:
+    blend = beta is not None or use_max  # fastai's use_max blends whatever beta is
+    # blended by max, the result is the max over every pass, the un-augmented one too, renormalized once (fastai's use_max)
+    aug_p = aug.result(inplace=True, renormalize=not (blend and mode == 'max'))
+    preds, targs = plain.result(inplace=True), plain.targs
+    if blend:
         if mode == 'max':
-            aug_p = torch.maximum(aug_p, preds, out=aug_p)
+            torch.maximum(aug_p, preds, out=aug_p)
             if rec.kind == 'multiclass': aug_p.div_(aug_p.sum(rec.axis, keepdim=True))
         else: aug_p.lerp_(preds, beta)
         del preds
-    res = (aug_p, targs) if beta is not None else ((aug_p, preds), targs)
-    if idxs is not None and not torch.equal(order := torch.tensor(idxs).argsort(), torch.arange(len(order))):
-        res = nested_reorder(res, order)
-    res = TTAResult(res)
-    res.report = _report(aug, plain, res[0] if beta is not None else None, res[1], rec, mode, beta)
+    res = TTAResult((aug_p, targs) if blend else ((aug_p, preds), targs))
+    res.report = _report(aug, plain, aug_p if blend else None, targs, rec, mode, beta)
     return res
 
 def _report(aug, plain, blend, targs, rec, mode, beta):

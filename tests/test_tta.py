@@ -3,12 +3,12 @@ import numpy as np, pytest, torch
 import torch.nn as nn
 from fastai.vision.all import (aug_transforms, set_seed, Learner, CrossEntropyLossFlat, BCEWithLogitsLossFlat, DataBlock,
                                ImageBlock, MultiCategoryBlock, GrandparentSplitter, get_image_files, parent_label)
-from fastai.vision.all import ImageDataLoaders
+from fastai.vision.all import ImageDataLoaders, FlipItem, ToTensor, IntToFloatTensor, Transform, Pipeline
 
 import fastinterp
 from fastinterp import ClassificationInterpretation, TTACallback
 from fastinterp.preds import stock_get_preds
-from conftest import plain_learner
+from conftest import plain_learner, raw_outputs
 
 AUG = dict(do_flip=False, max_rotate=10., min_scale=0.9, max_warp=0.1, size=16)
 
@@ -45,27 +45,28 @@ def test_every_mode_matches_separate_passes_and_rows_sum_to_1(digits_vision, aug
     probs, targs = learn.tta(n=n, mode=mode, beta=beta, progress=False)
     raw_aug, raw_plain, ref_t = separate_passes(learn, n, 7)
     p_aug, p_plain = np_softmax(raw_aug), np_softmax(raw_plain)
-    if mode == 'mean': agg = p_aug.mean(0)
-    elif mode == 'gmean': agg = np_softmax(np.log(p_aug).mean(0))
-    else: agg = p_aug.max(0); agg = agg / agg.sum(1, keepdims=True)
-    ref = np.maximum(agg, p_plain) if mode == 'max' else agg + beta * (p_plain - agg)
-    if mode == 'max': ref = ref / ref.sum(1, keepdims=True)
+    if mode == 'max': ref = np.maximum(p_aug.max(0), p_plain); ref = ref / ref.sum(1, keepdims=True)  # the max of every pass
+    else:
+        agg = p_aug.mean(0) if mode == 'mean' else np_softmax(np.log(p_aug).mean(0))
+        ref = agg + beta * (p_plain - agg)
     assert not np.allclose(p_aug[0], p_aug[1], atol=1e-3)  # the augmentations did change the inputs
     np.testing.assert_allclose(probs.numpy(), ref, atol=1e-5)
     np.testing.assert_array_equal(targs.numpy(), ref_t)
     torch.testing.assert_close(probs.sum(1), torch.ones(len(probs)), atol=1e-5, rtol=0)
     assert (probs >= 0).all()
 
-def test_mean_equals_stock_fastai_where_stock_is_right(digits_vision, aug_dls):
-    "With CrossEntropyLossFlat stock fastai averages probabilities too: same seed, same numbers"
+@pytest.mark.parametrize('kwargs', [{}, dict(use_max=True, beta=None)], ids=['mean', 'use_max'])
+def test_equals_stock_fastai_where_stock_is_right(digits_vision, aug_dls, kwargs):
+    "With CrossEntropyLossFlat stock fastai averages probabilities too: same seed, same numbers; use_max blends whatever beta, rows renormalized"
     learn = aug_learner(digits_vision, aug_dls, CrossEntropyLossFlat())
     set_seed(3)
-    ours, _ = learn.tta(n=2, progress=False)
+    ours, _ = learn.tta(n=2, progress=False, **kwargs)
     fastinterp.unpatch()
     try:
         set_seed(3)
-        with learn.no_bar(): stock, _ = learn.tta(n=2)
+        with learn.no_bar(): stock, _ = learn.tta(n=2, **kwargs)
     finally: fastinterp.patch()
+    if kwargs: stock = stock / stock.sum(1, keepdim=True)
     torch.testing.assert_close(ours, stock, atol=1e-6, rtol=1e-5)
 
 def test_stock_fastai_averages_logits_with_a_plain_loss(learn):
@@ -86,9 +87,12 @@ def test_beta_none_and_use_max_as_in_fastai(learn):
     np.testing.assert_allclose(aug.numpy(), np_softmax(raw_aug).mean(0), atol=1e-5)
     np.testing.assert_allclose(plain.numpy(), np_softmax(raw_plain), atol=1e-5)
     set_seed(5)
-    p_max, _ = learn.tta(n=n, use_max=True, progress=False)
+    p_max, _ = learn.tta(n=n, use_max=True, beta=None, progress=False)  # one blended tensor, as in fastai
+    set_seed(5)
+    (aug_max, _), _ = learn.tta(n=n, mode='max', beta=None, progress=False)  # apart: the max of the augmented passes
     agg = np_softmax(raw_aug).max(0)
-    ref = np.maximum(agg / agg.sum(1, keepdims=True), np_softmax(raw_plain))
+    np.testing.assert_allclose(aug_max.numpy(), agg / agg.sum(1, keepdims=True), atol=1e-5)
+    ref = np.maximum(agg, np_softmax(raw_plain))
     np.testing.assert_allclose(p_max.numpy(), ref / ref.sum(1, keepdims=True), atol=1e-5)
 
 def test_report_has_the_accuracy_of_each_pass(learn):
@@ -106,13 +110,29 @@ def test_report_has_the_accuracy_of_each_pass(learn):
     np.testing.assert_allclose(rep.iloc[-1]['accuracy'], (res[0].numpy().argmax(1) == t).mean(), atol=1e-6)
     np.testing.assert_allclose(rep.iloc[-1]['nll'], nll(res[0].numpy()), rtol=1e-4)
 
-def test_shuffled_training_set_comes_back_in_dataset_order(learn):
+@pytest.mark.parametrize('given', [False, True], ids=['ds_idx=0', 'dl=dls.train'])
+def test_shuffled_training_set_comes_back_in_dataset_order(learn, given):
     "The training DataLoader shuffles and drops its last batch: every item still comes back, in dataset order"
-    probs, targs = learn.tta(ds_idx=0, n=1, progress=False)
+    (_, plain), targs = learn.tta(**(dict(dl=learn.dls.train) if given else dict(ds_idx=0)), n=1, beta=None, progress=False)
     ds = learn.dls.train_ds
-    assert len(probs) == len(ds)
     ref = torch.tensor([learn.dls.vocab.o2i[p.parent.name] for p in ds.items])
     assert torch.equal(targs.view(-1).cpu(), ref)
+    dl = learn.dls.train.new(shuffle=False, drop_last=False)
+    with dl.dataset.set_split_idx(1): raw = raw_outputs(learn, dl)
+    torch.testing.assert_close(plain, torch.softmax(raw, 1), atol=1e-5, rtol=0)
+
+def test_callback_puts_shuffled_passes_back_in_dataset_order(digits_arrays):
+    "Passes run through get_preds in a new random order each: the aggregate and targets still line up with the dataset"
+    X, y = digits_arrays
+    learn = plain_learner(X, y, nn.CrossEntropyLoss(), 10)
+    cb, dl = TTACallback(), learn.dls.train.new(shuffle=True, drop_last=False)
+    for _ in range(3): stock_get_preds(learn, dl=dl, cbs=[cb])
+    in_order = learn.dls.train.new(shuffle=False, drop_last=False)
+    torch.testing.assert_close(cb.value, torch.softmax(raw_outputs(learn, in_order), 1), atol=1e-6, rtol=0)
+    assert torch.equal(cb.targs, y[:len(cb.targs)]) and len(cb.targs) == len(dl.dataset)
+    with pytest.raises(ValueError, match='shuffles its items anew on every pass'): learn.validate(dl=dl, cbs=[TTACallback()])
+    with pytest.raises(RuntimeError, match=r'predict every item once \(drop_last=False\)'):
+        learn.validate(dl=learn.dls.train.new(shuffle=False, drop_last=True), cbs=[TTACallback()])
 
 def test_memory_is_one_buffer_whatever_n(learn):
     "The callback keeps one (N, C) running aggregate, not n of them"
@@ -158,12 +178,61 @@ def test_interpretation_from_tta(learn):
     np.testing.assert_allclose(it.losses.numpy(), -np.log(probs.numpy()[np.arange(len(targs)), targs.numpy()]), rtol=1e-5)
     assert it.tta_report is not None and it.tta_report.index[-1].startswith('TTA')
     assert ClassificationInterpretation.from_learner(learn).tta_report is None
+    it = ClassificationInterpretation.from_learner(learn, tta=2, use_max=True, beta=None, progress=False)  # use_max blends, as in fastai
+    assert it.tta_report.index[-1] == 'TTA (max)' and it.probs.shape == probs.shape
 
 def test_interpretation_from_tta_unlabelled(learn):
     dl = learn.dls.test_dl(learn.dls.valid.items[:40])
     it = ClassificationInterpretation.from_learner(learn, dl=dl, tta=2, progress=False)
     assert not it.labelled and it.tta_report is None and len(it.probs) == 40
     assert len(it.most_uncertain(5)[1]) == 5
+
+def by_hand(learn, dl, aug=lambda x: x):
+    "Probabilities of `learn.model` on `dl`'s inputs changed by `aug`, computed by hand"
+    learn.model.eval()
+    with torch.no_grad(): return torch.softmax(torch.cat([learn.model(aug(b[0])).float().cpu() for b in dl]), 1).as_subclass(torch.Tensor)
+
+def test_transforms_given_replace_those_of_the_datasets_kind(digits_vision, learn):
+    "item_tfms replace the item transforms and keep the batch ones; batch_tfms the reverse (fastai would drop the others)"
+    plain_learn = Learner(digits_vision.dls, digits_vision.model, loss_func=nn.CrossEntropyLoss())  # batch tfms: IntToFloatTensor only
+    (aug, plain), _ = plain_learn.tta(n=2, item_tfms=[FlipItem(p=1.), ToTensor()], beta=None, progress=False)
+    valid = plain_learn.dls.valid.new(shuffle=False)
+    torch.testing.assert_close(aug, by_hand(plain_learn, valid, lambda x: x.flip(-1)), atol=1e-5, rtol=0)  # every image flipped
+    torch.testing.assert_close(plain, by_hand(plain_learn, valid), atol=1e-5, rtol=0)  # FlipItem is for training only
+    (aug, plain), _ = learn.tta(n=2, batch_tfms=[IntToFloatTensor()], beta=None, progress=False)  # aug_transforms gone
+    ref = by_hand(learn, digits_vision.dls.valid.new(shuffle=False))  # the same images under IntToFloatTensor alone
+    torch.testing.assert_close(aug, ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(plain, ref, atol=1e-5, rtol=0)
+
+class FlipFeatures(Transform):
+    "A training-only augmentation of plain feature vectors: their order reversed (targets are left alone)"
+    split_idx = 0
+    def encodes(self, x:torch.Tensor): return x.flip(-1) if x.is_floating_point() else x
+
+@pytest.mark.parametrize('kw', [dict(batch_tfms=FlipFeatures()), dict(batch_tfms=[FlipFeatures()]), dict(batch_tfms=Pipeline([FlipFeatures()])),
+                                dict(item_tfms=FlipFeatures())], ids=['Transform', 'list', 'Pipeline', 'item_tfms'])
+def test_plain_dataset_runs_training_only_transforms_given(digits_arrays, kw):
+    X, y = digits_arrays
+    learn = plain_learner(X, y, nn.CrossEntropyLoss(), 10)
+    (aug, plain), targs = learn.tta(n=2, beta=None, progress=False, **kw)
+    torch.testing.assert_close(aug, by_hand(learn, learn.dls.valid, lambda x: x.flip(-1)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(plain, by_hand(learn, learn.dls.valid), atol=1e-5, rtol=0)
+    assert torch.equal(targs, y[len(X) * 4 // 5:])
+
+def test_regression_outputs_averaged_as_they_are(digits_arrays):
+    "A regression model's outputs, negative ones too, are blended as fastai does; no accuracy report; no geometric mean"
+    X, y = digits_arrays
+    learn = plain_learner(X, y.float()[:, None], nn.MSELoss(), 1)
+    learn.model.eval()
+    xv = torch.stack([x for x, _ in learn.dls.valid.dataset])
+    with torch.no_grad(): aug, plain = learn.model(xv.flip(-1)).numpy(), learn.model(xv).numpy()
+    assert (np.maximum(aug, plain) < 0).any()  # what a running max started at 0 would lose
+    res = learn.tta(n=2, batch_tfms=FlipFeatures(), progress=False)
+    np.testing.assert_allclose(res[0].numpy(), aug + 0.25 * (plain - aug), atol=1e-6)
+    assert res.report is None and torch.equal(res[1], y[len(X) * 4 // 5:].float()[:, None])
+    np.testing.assert_allclose(learn.tta(n=2, batch_tfms=FlipFeatures(), use_max=True, progress=False)[0].numpy(), np.maximum(aug, plain), atol=1e-6)
+    with pytest.raises(ValueError, match="mode='gmean' averages log-probabilities.*regression"):
+        learn.tta(n=2, batch_tfms=FlipFeatures(), mode='gmean', progress=False)
 
 def test_plain_dataset_needs_augmentations_given(digits_arrays):
     X, y = digits_arrays
