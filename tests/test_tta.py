@@ -1,9 +1,10 @@
 "Test-time augmentation: probabilities averaged, rows summing to 1, in one O(N x C) buffer, checked against separate passes"
+from collections import Counter
 import numpy as np, pytest, torch
 import torch.nn as nn
 from fastai.vision.all import (aug_transforms, set_seed, Learner, CrossEntropyLossFlat, BCEWithLogitsLossFlat, DataBlock,
-                               ImageBlock, MultiCategoryBlock, GrandparentSplitter, get_image_files, parent_label)
-from fastai.vision.all import ImageDataLoaders, FlipItem, ToTensor, IntToFloatTensor, Transform, Pipeline
+                               ImageBlock, MultiCategoryBlock, RegressionBlock, GrandparentSplitter, get_image_files, parent_label)
+from fastai.vision.all import ImageDataLoaders, Callback, FlipItem, ToTensor, IntToFloatTensor, Transform, Pipeline
 
 import fastinterp
 from fastinterp import ClassificationInterpretation, TTACallback
@@ -68,6 +69,26 @@ def test_equals_stock_fastai_where_stock_is_right(digits_vision, aug_dls, kwargs
     finally: fastinterp.patch()
     if kwargs: stock = stock / stock.sum(1, keepdim=True)
     torch.testing.assert_close(ours, stock, atol=1e-6, rtol=1e-5)
+
+class EventCounter(Callback):
+    "A user's callback that counts the events it sees"
+    def __init__(self): self.seen = Counter()
+    def __call__(self, event_name):
+        self.seen[event_name] += 1
+        return super().__call__(event_name)
+
+def test_callbacks_on_the_learner_see_the_events_stock_fastai_sends(digits_vision, aug_dls):
+    learn, seen = aug_learner(digits_vision, aug_dls, CrossEntropyLossFlat()), {}
+    for which in ('stock', 'fastinterp'):
+        learn.add_cb(cb := EventCounter())
+        if which == 'stock': fastinterp.unpatch()
+        try:
+            with learn.no_bar(): learn.tta(n=2)
+        finally: fastinterp.patch()
+        learn.remove_cb(cb)
+        seen[which] = cb.seen
+    assert seen['fastinterp'] == seen['stock'] and seen['stock']['before_fit'] == seen['stock']['after_fit'] == 1
+    assert seen['stock']['before_validate'] == 3 and seen['stock']['after_batch'] == 3 * len(learn.dls.valid)
 
 def test_stock_fastai_averages_logits_with_a_plain_loss(learn):
     "The bug this fixes: with nn.CrossEntropyLoss stock fastai's tta rows do not sum to 1"
@@ -186,6 +207,45 @@ def test_interpretation_from_tta_unlabelled(learn):
     it = ClassificationInterpretation.from_learner(learn, dl=dl, tta=2, progress=False)
     assert not it.labelled and it.tta_report is None and len(it.probs) == 40
     assert len(it.most_uncertain(5)[1]) == 5
+
+@pytest.fixture(scope='module')
+def binary_learner(digits_vision, digits_path):
+    "A one-output sigmoid model (is the digit 5 or more?) over image data with real augmentations"
+    set_seed(0)
+    dls = DataBlock(blocks=(ImageBlock, RegressionBlock), get_items=get_image_files, get_y=lambda p: float(parent_label(p) >= '5'),
+                    splitter=GrandparentSplitter(valid_name='valid'), batch_tfms=aug_transforms(**AUG)).dataloaders(digits_path, bs=64, num_workers=0)
+    return Learner(dls, nn.Sequential(digits_vision.model, nn.Linear(10, 1)), loss_func=BCEWithLogitsLossFlat())
+
+@pytest.mark.parametrize('mode', ['mean', 'gmean', 'max'])
+def test_one_output_sigmoid_binary_model(binary_learner, mode):
+    learn, n = binary_learner, 2
+    set_seed(8)
+    (aug, plain), targs = learn.tta(n=n, mode=mode, beta=None, progress=False)
+    raw_aug, raw_plain, ref_t = separate_passes(learn, n, 8)
+    p = 1 / (1 + np.exp(-raw_aug))
+    ref = {'mean': p.mean(0), 'max': p.max(0), 'gmean': 1 / (1 + np.exp(-raw_aug.mean(0)))}[mode]
+    np.testing.assert_allclose(aug.numpy(), ref, atol=1e-5)
+    np.testing.assert_allclose(plain.numpy(), 1 / (1 + np.exp(-raw_plain)), atol=1e-5)
+    assert aug.shape == (len(ref_t), 1) and not np.allclose(p[0], p[1], atol=1e-3)
+    if mode != 'mean': return
+    set_seed(8)
+    it = ClassificationInterpretation.from_learner(learn, tta=n, progress=False)
+    blend = ref + 0.25 * (1 / (1 + np.exp(-raw_plain)) - ref)
+    np.testing.assert_allclose(it.probs.numpy(), np.concatenate([1 - blend, blend], 1), atol=1e-5)
+    assert torch.equal(it.targs, torch.tensor(ref_t).long()) and torch.equal(it.decoded, torch.tensor(blend[:, 0] > 0.5).long())
+    nll = -np.log(np.where(ref_t == 1, blend[:, 0], 1 - blend[:, 0]))
+    np.testing.assert_allclose(it.losses.numpy(), nll, rtol=1e-4)
+    np.testing.assert_allclose(it.tta_report.loc['un-augmented', 'accuracy'], ((raw_plain[:, 0] > 0) == ref_t).mean())
+
+def test_temperature_is_honoured(digits_vision, aug_dls):
+    "A temperature set by calibrate divides the logits of every pass"
+    learn, n, T = aug_learner(digits_vision, aug_dls, nn.CrossEntropyLoss()), 2, 2.5
+    learn.temperature = T
+    set_seed(6)
+    (aug, plain), _ = learn.tta(n=n, beta=None, progress=False)
+    raw_aug, raw_plain, _ = separate_passes(learn, n, 6)
+    np.testing.assert_allclose(aug.numpy(), np_softmax(raw_aug / T).mean(0), atol=1e-5)
+    np.testing.assert_allclose(plain.numpy(), np_softmax(raw_plain / T), atol=1e-5)
 
 def by_hand(learn, dl, aug=lambda x: x):
     "Probabilities of `learn.model` on `dl`'s inputs changed by `aug`, computed by hand"
