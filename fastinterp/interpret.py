@@ -65,6 +65,20 @@ def as_classes(probs, decoded, targs, kind, thresh):
     if decoded is None or decoded.shape != probs.shape[:1]: decoded = probs.argmax(1)
     return probs, decoded.long(), targs
 
+def _check_normalize(normalize):
+    if normalize not in (None, 'true', 'pred', 'all'):
+        raise ValueError(f"normalize must be None, 'true', 'pred' or 'all', got {normalize!r}")
+
+def normalize_confusion(cm, # Counts: (C, C) actual x predicted, or (L, 2, 2) one matrix per label
+        normalize:str|None=None, # None (counts), 'true' (rows), 'pred' (columns) or 'all', as in sklearn
+    ):
+    "`cm` normalized as sklearn's `confusion_matrix(normalize=...)` does; an empty row or column gives 0s"
+    _check_normalize(normalize)
+    if normalize is None: return cm
+    axis = {'true': -1, 'pred': -2, 'all': (-2, -1) if cm.ndim == 3 else None}[normalize]
+    with np.errstate(all='ignore'): cm = cm / cm.sum(axis=axis, keepdims=True)
+    return np.nan_to_num(cm)
+
 class ClassificationInterpretation(fastai.interpret.ClassificationInterpretation):
     "Interpretation of a classifier from ONE inference pass: cached `probs`, `targs`, `decoded`, `losses`"
     def __init__(self,
@@ -242,19 +256,14 @@ class ClassificationInterpretation(fastai.interpret.ClassificationInterpretation
     ):
         "Confusion matrix (actual x predicted) by counting, O(N + C^2) memory; multilabel: (L, 2, 2) per label as sklearn's"
         self._need_labels('confusion_matrix')
-        if normalize not in (None, 'true', 'pred', 'all'):
-            raise ValueError(f"normalize must be None, 'true', 'pred' or 'all', got {normalize!r}")
+        _check_normalize(normalize)
         if self.multilabel:
             t, d = self.targs.numpy().astype(bool), self.decoded.numpy().astype(bool)
             cm = np.stack([(~t & ~d).sum(0), (~t & d).sum(0), (t & ~d).sum(0), (t & d).sum(0)], 1).reshape(-1, 2, 2)
-            axes = {'true': 2, 'pred': 1, 'all': (1, 2)}
         else:
             C = len(self.vocab)
             cm = np.bincount(self.targs.numpy() * C + self.decoded.numpy(), minlength=C*C).reshape(C, C)
-            axes = {'true': 1, 'pred': 0, 'all': None}
-        if normalize is None: return cm
-        with np.errstate(all='ignore'): cm = cm / cm.sum(axis=axes[normalize], keepdims=True)
-        return np.nan_to_num(cm)
+        return normalize_confusion(cm, normalize)
 
     def most_confused(self, min_val:int=1):
         "(actual, predicted, count) of the off-diagonal cells with at least `min_val` items, most first"

@@ -17,7 +17,7 @@ import fastai.callback.progress  # Learner.no_bar
 from .activations import activation_for
 from .preds import activate, stock_get_preds, add_patch
 from .uncertainty import MEASURES, check_finite
-from .interpret import ClassificationInterpretation, _is_labelled, _per_item_loss, _vocab, as_classes, output_kind
+from .interpret import ClassificationInterpretation, _is_labelled, _per_item_loss, _vocab, as_classes, output_kind, normalize_confusion
 from .calibration import CalibrationBins, _bin_sums, ece_from_bins, mce_from_bins, reliability_diagram_from_bins
 from .tta import item_nll
 from . import show
@@ -551,12 +551,7 @@ class StreamingInterpretation:
     ):
         "Confusion matrix (actual x predicted), counted while streaming"
         self._need_labels('confusion_matrix')
-        if normalize not in (None, 'true', 'pred', 'all'):
-            raise ValueError(f"normalize must be None, 'true', 'pred' or 'all', got {normalize!r}")
-        cm = self.res['confusion'].copy()
-        if normalize is None: return cm
-        with np.errstate(all='ignore'): cm = cm / cm.sum(axis={'true': 1, 'pred': 0, 'all': None}[normalize], keepdims=True)
-        return np.nan_to_num(cm)
+        return normalize_confusion(self.res['confusion'].copy(), normalize)
 
     most_confused = ClassificationInterpretation.most_confused
     plot_confusion_matrix = ClassificationInterpretation.plot_confusion_matrix

@@ -29,6 +29,14 @@ def raw_outputs(learn, dl):
     with torch.no_grad(): return torch.cat([learn.model(*b[:1]).float().cpu() for b in dl]).as_subclass(torch.Tensor)
 
 @pytest.fixture(scope='session')
+def reference(digits_vision):
+    "Probabilities, targets and losses on the digits valid set, computed by hand from the model's raw outputs"
+    learn = digits_vision
+    raw = raw_outputs(learn, learn.dls.valid)
+    targs = torch.cat([b[1] for b in learn.dls.valid]).cpu().as_subclass(torch.Tensor)
+    return torch.softmax(raw, 1).numpy(), targs.numpy(), F.cross_entropy(raw, targs, reduction='none').numpy()
+
+@pytest.fixture(scope='session')
 def digits_arrays():
     from sklearn.datasets import load_digits
     d = load_digits()

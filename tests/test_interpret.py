@@ -23,14 +23,6 @@ class ForwardCounter:
 def interp(digits_vision):
     return ClassificationInterpretation.from_learner(digits_vision)
 
-@pytest.fixture(scope='module')
-def reference(digits_vision):
-    "Probabilities, targets and losses computed by hand from the model's raw outputs"
-    learn = digits_vision
-    raw = raw_outputs(learn, learn.dls.valid)
-    targs = torch.cat([b[1] for b in learn.dls.valid]).cpu().as_subclass(torch.Tensor)
-    return torch.softmax(raw, 1).numpy(), targs.numpy(), F.cross_entropy(raw, targs, reduction='none').numpy()
-
 def non_plot_views(it, cls):
     it.top_losses(5); it.most_uncertain(5); it.most_uncertain(5, 'margin', cls=cls); it.most_uncertain(3, cls=cls, by='target')
     it.most_correct(cls, 3); it.most_incorrect(cls, 3); it.confusion_matrix(); it.confusion_matrix('true')

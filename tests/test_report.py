@@ -51,14 +51,6 @@ def decoded_pngs(page):
     return res
 
 @pytest.fixture(scope='module')
-def reference(digits_vision):
-    "Probabilities, targets and losses computed by hand from the model's raw outputs"
-    learn = digits_vision
-    raw = raw_outputs(learn, learn.dls.valid)
-    targs = torch.cat([b[1] for b in learn.dls.valid]).cpu().as_subclass(torch.Tensor)
-    return torch.softmax(raw, 1).numpy(), targs.numpy(), F.cross_entropy(raw, targs, reduction='none').numpy()
-
-@pytest.fixture(scope='module')
 def labelled(digits_vision, tmp_path_factory):
     learn = digits_vision
     with learn.no_bar(): interp = ClassificationInterpretation.from_learner(learn)
