@@ -411,9 +411,8 @@ class StreamingCallback(Callback):
         loss = self.learn.loss
         if loss.ndim == 0:  # a validation that reduces the loss: compute it again per item, the way get_preds has it computed
             with self.learn.loss_not_reduced(): loss = self.learn.loss_func(self.learn.pred, *self.learn.yb)
-        # one value per item may come as (bs, 1) (a one-output BCE): flatten it, the in-memory `losses` keep that shape
-        loss = loss.reshape(bs) if loss.numel() == bs else loss.view(bs, -1).mean(1)
-        return to_detach(loss, gather=False)
+        # one value per item, as the in-memory `losses` are brought to it: a one-output BCE gives (bs, 1)
+        return to_detach(loss.reshape(bs, -1).mean(1), gather=False)
 
     def after_validate(self):
         if self.stats is None: return
