@@ -61,7 +61,7 @@ def as_classes(probs, decoded, targs, kind, thresh):
         p = probs.view(-1)
         return torch.stack([1 - p, p], 1), (p > thresh).long(), None if targs is None else targs.view(-1).long()
     if probs.ndim != 2: raise ValueError(f"Interpretation needs one row of class probabilities per item, got shape {tuple(probs.shape)}")
-    if targs is not None: targs = (targs.argmax(1) if targs.shape == probs.shape else targs.view(-1)).long()  # soft targets
+    if targs is not None: targs = class_targets(targs, probs).long()  # soft targets become classes
     if decoded is None or decoded.shape != probs.shape[:1]: decoded = probs.argmax(1)
     return probs, decoded.long(), targs
 
@@ -154,8 +154,7 @@ class ClassificationInterpretation(fastai.interpret.ClassificationInterpretation
     @classmethod
     def _from_averaged(cls, learn, dl, rec, probs, targs):
         "Probabilities averaged over passes (TTA, MC dropout): their losses are the NLL of the targets, whatever the training loss"
-        multilabel, losses = rec.kind == 'multilabel', None
-        if targs is not None: losses = item_nll(probs, targs.view(probs.shape) if multilabel else class_targets(targs, probs), multilabel)
+        losses = None if targs is None else item_nll(probs, targs, rec.kind == 'multilabel')
         return cls._from_probs(learn, dl, probs, targs, rec.decodes(probs), losses, None, rec.kind, rec.thresh)
 
     @classmethod

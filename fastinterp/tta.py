@@ -27,11 +27,22 @@ def item_nll(probs, targs, multilabel=False):
     probs = probs.float()
     if multilabel:
         return F.binary_cross_entropy(probs.clamp(_TINY, 1-1e-7), targs.view(probs.shape).float(), reduction='none').mean(1)
-    return -probs.gather(1, targs.view(-1, 1).long()).clamp_min(_TINY).log().view(-1)
+    return -probs.gather(1, class_targets(targs, probs).view(-1, 1).long()).clamp_min(_TINY).log().view(-1)
 
 def class_targets(targs, probs):
     "Targets as class indices (soft or one-hot targets become their argmax)"
     return targs.argmax(1) if targs.shape == probs.shape else targs.view(-1)
+
+def _hits_and_nll(probs, targs, rec):
+    "Summed over the items: right predictions (multilabel: the share of labels right) and NLL of the targets"
+    ml = rec.kind == 'multilabel'
+    t = targs.view(probs.shape) if ml else class_targets(targs, probs)
+    hits = ((probs > rec.thresh) == t.bool()).float().mean(1) if ml else (probs.argmax(1) == t).float()
+    return float(hits.sum()), float(item_nll(probs, t, ml).sum())
+
+def _renormalize(x, axis):
+    "Rows of (nonnegative) `x` that sum to 1, in place"
+    return x.div_(x.sum(axis, keepdim=True))
 
 def _places(dl):
     "Dataset index of each item `dl` yields, in order; None when that is 0, 1, 2, ..."
@@ -97,14 +108,8 @@ class TTACallback(Callback):
 
     def _score(self, probs, targs):
         "Add this batch's correct predictions and NLL to the pass's totals"
-        if self.multilabel:
-            t = targs.view(probs.shape)
-            self.correct += float(((probs > self.rec.thresh) == t.bool()).float().mean(1).sum())
-        else:
-            t = class_targets(targs, probs)
-            self.correct += float((probs.argmax(1) == t).sum())
-        self.nll += float(item_nll(probs, t, self.multilabel).sum())
-        self.seen += len(probs)
+        hits, nll = _hits_and_nll(probs, targs, self.rec)
+        self.correct, self.nll, self.seen = self.correct + hits, self.nll + nll, self.seen + len(probs)
 
     def after_validate(self):
         if self.agg is None: return
@@ -136,15 +141,11 @@ class TTACallback(Callback):
             x.div_(self.n_passes)
             # multilabel: the sigmoid of the mean logit, i.e. p^(1/n) / (p^(1/n) + (1-p)^(1/n)) per label
             if self.multilabel: return x.sigmoid_()
-            return self._renormalize(x.sub_(x.amax(self.rec.axis, keepdim=True)).exp_())  # a softmax of the mean log-probabilities
-        return self._renormalize(x) if self._multiclass and renormalize else x
+            return _renormalize(x.sub_(x.amax(self.rec.axis, keepdim=True)).exp_(), self.rec.axis)  # a softmax of the mean log-probabilities
+        return _renormalize(x, self.rec.axis) if self._multiclass and renormalize else x
 
     @property
     def _multiclass(self): return self.rec is not None and self.rec.kind == 'multiclass'
-
-    def _renormalize(self, x):
-        "Rows of (nonnegative) `x` that sum to 1, in place"
-        return x.div_(x.sum(self.rec.axis, keepdim=True))
 
 class TTAResult(tuple):
     "(probabilities, targets) as fastai's `tta` returns them, with `report`: per-pass, un-augmented and TTA accuracy and NLL"
@@ -212,7 +213,7 @@ def tta(self:Learner,
     if blend:
         if mode == 'max':
             torch.maximum(aug_p, preds, out=aug_p)
-            if rec.kind == 'multiclass': aug_p.div_(aug_p.sum(rec.axis, keepdim=True))
+            if rec.kind == 'multiclass': _renormalize(aug_p, rec.axis)
         else: aug_p.lerp_(preds, beta)
         del preds
     res = TTAResult((aug_p, targs) if blend else ((aug_p, preds), targs))
@@ -225,11 +226,8 @@ def _report(aug, plain, blend, targs, rec, mode, beta):
     rows = {f'pass {i+1}': s for i, s in enumerate(aug.stats)}
     rows['un-augmented'] = plain.stats[0]
     if blend is not None:
-        ml = rec.kind == 'multilabel'
-        t = targs.view(blend.shape) if ml else class_targets(targs, blend)
-        acc = ((blend > rec.thresh) == t.bool()).float().mean() if ml else (blend.argmax(1) == t).float().mean()
-        name = f"TTA ({mode}, beta={beta})" if mode != 'max' else 'TTA (max)'
-        rows[name] = (float(acc), float(item_nll(blend, t, ml).mean()))
+        hits, nll = _hits_and_nll(blend, targs, rec)
+        rows[f"TTA ({mode}, beta={beta})" if mode != 'max' else 'TTA (max)'] = (hits / len(blend), nll / len(blend))
     return pd.DataFrame.from_dict(rows, orient='index', columns=['accuracy', 'nll'])
 
 add_patch(Learner, 'tta', tta)
