@@ -151,9 +151,8 @@ def _calibration_section(page, interp, calib, temp):
              'probability); on the diagonal the probabilities mean what they say. ECE is the gap, weighted by the items in '
              'each bin; lower Brier score and NLL are better too.')
 
-def _per_class_uncertainty(page, interp, k, max_classes):
-    "Per predicted class: how many items, how unsure; galleries of the most uncertain for the least sure classes"
-    df = interp.to_df()
+def _per_class_uncertainty(page, interp, df, k, max_classes):
+    "Per predicted class (from `df`, `interp.to_df()`): how many items, how unsure; galleries of the most uncertain for the least sure classes"
     g = df.groupby('prediction', sort=False)
     t = pd.DataFrame({'predicted class': list(g.groups),
                       'items': g.size().values,
@@ -219,7 +218,8 @@ def write_report(interp, # A `ClassificationInterpretation` (labelled or not)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     page = _Page(out)
-    interp.to_df().to_csv(out/'predictions.csv', index=False)
+    df = interp.to_df()
+    df.to_csv(out/'predictions.csv', index=False)
     calib = interp.calibration() if interp.labelled and not interp.multilabel else None
     page.add('summary', 'Summary', _headline(interp, tta, calib, temperature))
     if stock is not None: _stock_section(page, stock)
@@ -231,7 +231,7 @@ def write_report(interp, # A `ClassificationInterpretation` (labelled or not)
           'entropy of the predicted probabilities')
     page.add('most-uncertain', 'Most uncertain', page.figure(interp.plot_most_uncertain(k), 'most_uncertain'),
              f'The items the model is least sure of, by {by}, whatever the label: the first ones to check or to label.')
-    if not interp.multilabel: _per_class_uncertainty(page, interp, min(k, 5), max_classes)
+    if not interp.multilabel: _per_class_uncertainty(page, interp, df, min(k, 5), max_classes)
     if interp.labelled and not interp.multilabel:
         _most_confused_section(page, interp)
         page.add('confusion-matrix', 'Confusion matrix', page.figure(interp.plot_confusion_matrix(), 'confusion_matrix'),
