@@ -160,14 +160,13 @@ def _per_class_uncertainty(page, interp, df, k, max_classes):
                       'max entropy': g['entropy'].max().values,
                       'p(pred) < 0.5': g['p_pred'].apply(lambda s: int((s < 0.5).sum())).values})
     t = t.sort_values(['mean entropy', 'predicted class'], ascending=[False, True]).reset_index(drop=True)
-    shown = t['predicted class'].tolist()[:max_classes]
+    shown = t.head(max_classes)
     for c in ('mean entropy', 'max entropy'): t[c] = [f'{v:.3f}' for v in t[c]]
     body = _table(t, text_cols={'predicted class'})
     cls_of = {str(v): v for v in interp.vocab}
     # one row per class: a strip reads at full size where a grid of small grids would not
-    n_of = dict(zip(t['predicted class'], t['items']))
-    figs = [page.figure(interp.plot_most_uncertain(k, cls=cls_of[c], ncols=min(k, n_of[c])), f'most_uncertain_{_slug(c)}')
-            for c in shown]
+    figs = [page.figure(interp.plot_most_uncertain(k, cls=cls_of[c], ncols=min(k, n)), f'most_uncertain_{_slug(c)}')
+            for c, n in zip(shown['predicted class'], shown['items'])]
     more = (f' (the {len(shown)} classes with the highest mean entropy, of {len(t)})' if len(t) > len(shown) else '')
     body += f'<h3>Most uncertain items, by predicted class{more}</h3><div class="strips">{"".join(figs)}</div>'
     page.add('uncertain-per-class', 'Most uncertain, per class', body,
