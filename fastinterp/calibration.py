@@ -17,7 +17,7 @@ from fastai.learner import Learner
 
 from .activations import activation_for
 from .preds import activate, add_patch, stock_get_preds, tempered
-from .uncertainty import check_finite
+from .uncertainty import check_finite, _as_probs
 from .tta import item_nll, class_targets
 
 class CalibrationBins(NamedTuple):
@@ -28,8 +28,7 @@ class CalibrationBins(NamedTuple):
 
 def _checked(probs, targs, multilabel):
     "`probs` as float (N, C) in [0, 1], `targs` as (N,) class indices or (N, L) float labels"
-    p = check_finite(torch.as_tensor(probs), 'probabilities')
-    p = p.double() if p.dtype == torch.float64 else p.float()
+    p = _as_probs(probs, multiclass=False)
     if multilabel and p.ndim == 1: p = p[:, None]  # a one-output binary model
     if p.ndim != 2: raise ValueError(f"Calibration needs one row of probabilities per item, shape (N, C), got shape {tuple(p.shape)}")
     if not len(p): raise ValueError("Calibration needs at least one item")
