@@ -269,7 +269,7 @@ def calibrate(self:Learner,
     T = fit_temperature(out, targs, ml)
     after = tempered(out, T, rec)
     labels = list(getattr(self.dls, 'vocab', None) or []) if ml else None
-    rows = [calibration_metrics(p, targs, n_bins, ml, rec.thresh, labels or None) for p in (before, after)]
+    rows = [calibration_metrics(p, targs, n_bins, ml, rec.thresh) for p in (before, after)]
     res = pd.DataFrame([{k: v for k, v in r.items() if k != 'label_ece'} for r in rows], index=['before', 'after'])
     self.temperature = T
     if not quiet: print(_summary(T, res, len(out), dl, ds_idx, rec, labels))
