@@ -81,9 +81,9 @@ class _Page:
 
 def _table(df, text_cols=()):
     "`df` as an HTML table, text columns left-aligned"
-    head = ''.join(f'<th class="text">{_e(str(c))}</th>' if c in text_cols else f'<th>{_e(str(c))}</th>' for c in df.columns)
-    rows = ''.join('<tr>' + ''.join(f'<td class="text">{_e(str(v))}</td>' if c in text_cols else f'<td>{_e(str(v))}</td>'
-                                    for c, v in zip(df.columns, r)) + '</tr>' for r in df.itertuples(index=False))
+    cls = [' class="text"' if c in text_cols else '' for c in df.columns]
+    head = ''.join(f'<th{k}>{_e(str(c))}</th>' for k, c in zip(cls, df.columns))
+    rows = ''.join('<tr>' + ''.join(f'<td{k}>{_e(str(v))}</td>' for k, v in zip(cls, r)) + '</tr>' for r in df.itertuples(index=False))
     return f'<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
 
 def _cards(cards):
