@@ -275,6 +275,17 @@ def test_calibrate_nll_loss():
     torch.testing.assert_close(p, torch.softmax(raw / T, 1))
     torch.testing.assert_close(p.sum(1), torch.ones(len(p)))
 
+def test_calibrate_one_output_sigmoid_with_two_class_names():
+    "A binary model with one sigmoid output, its data naming both classes: one temperature for its one label"
+    X, y = digits_tensors()
+    learn = fit(mlp_learner(X, (y % 2).float()[:, None], nn.BCEWithLogitsLoss(), 1), 30)
+    learn.dls.vocab = ['even', 'odd']
+    raw, t = raw_outputs(learn, learn.dls.valid), valid_targets(learn)
+    with learn.no_bar(): res = learn.calibrate(quiet=True)
+    T = float(torch.as_tensor(learn.temperature).view(-1)[0])
+    assert T == pytest.approx(scipy_temperature(lambda T: F.binary_cross_entropy_with_logits(raw.double() / T, t.double()).item()), rel=1e-4)
+    assert res.loc['before', 'accuracy'] == res.loc['after', 'accuracy']
+
 def test_calibrate_multilabel_one_temperature_per_label(multilabel):
     learn = multilabel
     raw, y = raw_outputs(learn, learn.dls.valid), valid_targets(learn)
