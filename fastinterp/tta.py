@@ -9,14 +9,14 @@ import torch.nn.functional as F
 from fastcore.basics import store_attr
 from fastcore.xtras import is_listy
 from fasttransform import Pipeline, Transform
-from fastprogress.fastprogress import master_bar
+from fastprogress.fastprogress import master_bar, progress_bar, ConsoleProgressBar
 from fastai.callback.core import Callback, event
-from fastai.learner import Learner, _ConstantFunc, _before_epoch
+from fastai.learner import Learner, _before_epoch
 from fastai.torch_core import to_detach, to_float, to_concat, detuplify, nested_reorder
-import fastai.callback.progress  # Learner.no_bar, and the progress bar itself
 
 from .activations import activation_for
-from .preds import activate, add_patch
+from .loaders import dataset_order, inference_dl, _is_distributed
+from .preds import activate, add_patch, decision_thresh
 
 MODES = ('mean', 'gmean', 'max')
 _TINY = torch.finfo(torch.float32).tiny
@@ -33,28 +33,41 @@ def class_targets(targs, probs):
     "Targets as class indices (soft or one-hot targets become their argmax)"
     return targs.argmax(1) if targs.shape == probs.shape else targs.view(-1)
 
-def _hits_and_nll(probs, targs, rec):
-    "Summed over the items: right predictions (multilabel: the share of labels right) and NLL of the targets"
+def _hits_and_nll(probs, targs, rec, thresh):
+    "Summed over the items: right predictions (multilabel: the share of labels right, at `thresh`) and NLL of the targets"
     ml = rec.kind == 'multilabel'
     t = targs.view(probs.shape) if ml else class_targets(targs, probs)
-    hits = ((probs > rec.thresh) == t.bool()).float().mean(1) if ml else (probs.argmax(1) == t).float()
+    hits = ((probs > thresh) == t.bool()).float().mean(1) if ml else (probs.argmax(1) == t).float()
     return float(hits.sum()), float(item_nll(probs, t, ml).sum())
 
 def _renormalize(x, axis):
     "Rows of (nonnegative) `x` that sum to 1, in place"
     return x.div_(x.sum(axis, keepdim=True))
 
-def _places(dl):
-    "Dataset index of each item `dl` yields, in order; None when that is 0, 1, 2, ..."
-    if not getattr(dl, 'indexed', False) or not hasattr(dl, 'get_idxs'): return None
-    if getattr(dl, 'shuffle', False) and not isinstance(dl.get_idxs, _ConstantFunc):
-        raise ValueError("This DataLoader shuffles its items anew on every pass, so the passes cannot be added up item by item: "
-                         "run each pass through get_preds (it fixes one order), or use dl.new(shuffle=False)")
-    idxs = torch.as_tensor(dl.get_idxs())
-    return None if torch.equal(idxs, torch.arange(len(idxs))) else idxs
+def _rows(x):
+    "`x` with one row per item: a one-output model's (N,) outputs become (N, 1)"
+    return x[:, None] if x.ndim == 1 else x
+
+def _n_items(dl): return dl.n if getattr(dl, 'n', None) is not None else len(dl.dataset)
+
+class _PassProgress(Callback):
+    "A bar over the batches of a validation pass, named `label`, under `master`; no loss (fastai's is the training one)"
+    order = 60  # fastai's ProgressCallback.order (not imported: loading it adds it to every new Learner)
+    def __init__(self, label='', master=None): store_attr()
+
+    def before_validate(self):
+        self.bar = progress_bar(self.dl, parent=self.master, leave=False)
+        # the console shows a master bar as a prefix ('Epoch 1/3'), a notebook as a bar of its own
+        if isinstance(self.bar, ConsoleProgressBar): self.bar.prefix = self.label
+        else: self.bar.comment = self.label
+        self.bar.update(0)
+
+    def after_batch(self): self.bar.update(self.iter + 1)
+    def after_validate(self):
+        if self.bar.last_v is not None: self.bar.on_iter_end()  # a pass cut short; a full one has closed its bar
 
 class TTACallback(Callback):
-    "Keep a running aggregate of the registry's probabilities over validation passes: O(N x C) memory whatever their number"
+    "Running aggregate of the registry's probabilities over validation passes, in data set order, in O(N x C) memory"
     order = 100  # after every callback that may change `pred` (mixed precision casts it back, for one)
     def __init__(self,
         mode:str='mean', # 'mean' of probabilities, 'gmean' (mean of log-probabilities, renormalized), or elementwise 'max'
@@ -67,7 +80,7 @@ class TTACallback(Callback):
 
     def reset(self):
         "Forget every pass"
-        self.n_passes, self.agg, self.targs, self.stats = 0, None, None, []
+        self.n_passes, self.agg, self.targs, self.stats, self.items = 0, None, None, [], None
 
     @property
     def multilabel(self): return self.rec is not None and self.rec.kind == 'multilabel'
@@ -80,13 +93,36 @@ class TTACallback(Callback):
     def before_validate(self):
         if self.n_passes and self.agg is None: raise ValueError("The aggregate was handed over by result(inplace=True): reset() before more passes")
         if self.rec is None: self.rec = activation_for(self.learn.loss_func); self._check_mode()
-        self.places = _places(self.dl)  # each item goes back to its place in the dataset, in whatever order the passes run
+        self.thresh = decision_thresh(self.learn, self.rec)  # where the learner's temperature puts its decisions
+        if _is_distributed(self.dl):
+            raise ValueError("TTA adds up the passes item by item on one process, and this pass runs over a "
+                             "DistributedDL (a slice of the items per process): run it on one process, "
+                             "outside distrib_ctx")
+        self.places = self._places(dataset_order(self.dl))
         self.pos, self._targs, self.correct, self.nll, self.seen = 0, [], 0., 0., 0
+
+    def _places(self, order):
+        "Row of the aggregate of each item of this pass (None: its position), whatever the order the passes run in"
+        items = torch.arange(_n_items(self.dl)) if order is None else order.sort().values
+        if len(items) > 1 and bool((items[1:] == items[:-1]).any()):
+            raise ValueError("This DataLoader yields some items more than once: TTA adds up the passes item by item")
+        if self.items is None: self.items = items
+        elif not torch.equal(items, self.items):
+            other = '' if len(items) != len(self.items) else 'but other ones '
+            raise ValueError(f"Every pass must predict the items of the first: this DataLoader yields {len(items)} "
+                             f"items {other}and the first pass had {len(self.items)}")
+        rows = None if order is None else order.argsort().argsort()  # rows in data set order, for a subset of it too
+        return None if rows is None or torch.equal(rows, torch.arange(len(rows))) else rows
 
     def after_batch(self):
         if not hasattr(self.learn, 'pred'): return
         # activated where the model ran (a batch on the GPU), in float32 even from a half-precision model
         probs = to_detach(activate(self.learn, to_float(self.pred), rec=self.rec)[0]).float()
+        if probs.ndim > 2:
+            raise ValueError(f"TTA averages one row of class probabilities (or regression outputs) per item, shape "
+                             f"(N, C), and this model's outputs have shape {tuple(probs.shape)}: spatial outputs "
+                             f"(segmentation masks, points) would need each augmentation undone before averaging, "
+                             f"which TTA cannot do. Flatten the outputs to (N, C) if they are not spatial")
         if self.agg is None: self._allocate(probs)
         start, self.pos = self.pos, self.pos + len(probs)
         self._accumulate(slice(start, self.pos) if self.places is None else self.places[start:self.pos], probs)
@@ -96,9 +132,8 @@ class TTACallback(Callback):
         if self.rec.kind in _CLASSIFIERS: self._score(probs, yb[0])
 
     def _allocate(self, probs):
-        n = self.dl.n if getattr(self.dl, 'n', None) is not None else len(self.dl.dataset)
         # a running max starts below every output: regression outputs and unknown losses' raw scores can be negative
-        self.agg = probs.new_full((n, *probs.shape[1:]), -torch.inf if self.mode == 'max' else 0.)
+        self.agg = probs.new_full((len(self.items), *probs.shape[1:]), -torch.inf if self.mode == 'max' else 0.)
 
     def _accumulate(self, rows, probs):
         if self.mode == 'mean': self.agg[rows] += probs
@@ -108,7 +143,7 @@ class TTACallback(Callback):
 
     def _score(self, probs, targs):
         "Add this batch's correct predictions and NLL to the pass's totals"
-        hits, nll = _hits_and_nll(probs, targs, self.rec)
+        hits, nll = _hits_and_nll(_rows(probs), targs, self.rec, self.thresh)
         self.correct, self.nll, self.seen = self.correct + hits, self.nll + nll, self.seen + len(probs)
 
     def after_validate(self):
@@ -167,13 +202,17 @@ def _training_pipeline(tfms):
     "Transforms given for a plain dataset, their training-only ones switched on; any other callable takes the whole item or batch"
     return Pipeline(tfms, split_idx=0) if is_listy(tfms) or isinstance(tfms, (Transform, Pipeline)) else tfms
 
-def _run_pass(learn, dl, cb, split_idx):
+def _run_pass(learn, dl, cbs, split_idx):
     with (dl.dataset.set_split_idx(split_idx) if split_idx is not None else nullcontext()):
-        with learn.validation_context(cbs=[cb], inner=True): learn._do_epoch_validate(dl=dl)
+        with learn.validation_context(cbs=cbs, inner=True): learn._do_epoch_validate(dl=dl)
+
+def _own_bars(learn):
+    "Without fastai's progress bar, which calls passes epochs and shows the last training loss: passes show their own"
+    return learn.removed_cbs([learn.progress] if hasattr(learn, 'progress') else [])
 
 def tta(self:Learner,
         ds_idx:int=1, # `DataLoader` to use if `dl` is None. 0: train. 1: valid
-        dl=None, # `DataLoader` to predict on
+        dl=None, # `DataLoader` to predict on: fastai's, or a torch one (predicted in data set order)
         n:int=4, # Number of augmented passes
         item_tfms=None, # Item transforms to use instead of the `DataLoader`'s
         batch_tfms=None, # Batch transforms to use instead of the `DataLoader`'s
@@ -188,22 +227,22 @@ def tta(self:Learner,
     if beta is not None and not 0 <= beta <= 1: raise ValueError(f"beta is a weight between 0 and 1 (or None), got {beta}")
     rec = activation_for(self.loss_func)
     aug, plain = TTACallback(mode, rec), TTACallback('mean', rec)
-    if dl is None: dl = self.dls[ds_idx]
+    dl = inference_dl(self.dls[ds_idx] if dl is None else dl)  # fastai's as they are; torch's in data set order
     # every item, in one order (the callbacks put each back in its place in the dataset)
     if getattr(dl, 'shuffle', False) or getattr(dl, 'drop_last', False): dl = dl.new(shuffle=False, drop_last=False)
     aug_dl, switches = _augmented_dl(dl, item_tfms, batch_tfms)
     plain_dl = aug_dl if switches else dl
-    with (nullcontext() if progress else self.no_bar()), self.no_logging():  # no empty table of training metrics
+    show = progress and hasattr(self, 'progress')
+    passes = [f'pass {i+1}/{n} (augmented)' for i in range(n)] + ['un-augmented pass']
+    if show: passes = master_bar(passes)
+    with _own_bars(self), self.no_logging():  # no empty table of training metrics
         try:
             self(_before_epoch)
-            with self.no_mbar():
-                if hasattr(self, 'progress'): self.progress.mbar = master_bar(list(range(n)))
-                for i in self.progress.mbar if hasattr(self, 'progress') else range(n):
-                    self.epoch = i  # the progress callback shows the pass as the epoch
-                    _run_pass(self, aug_dl, aug, 0 if switches else None)
-            aug.targs = None  # the un-augmented pass brings the same targets: one copy is enough
-            self.epoch = n
-            _run_pass(self, plain_dl, plain, 1 if switches else None)
+            for i, label in enumerate(passes):
+                self.epoch = i  # as fastai numbers the passes
+                if i == n: aug.targs = None  # the un-augmented pass brings the same targets: one copy is enough
+                cbs = [aug if i < n else plain] + ([_PassProgress(label, passes)] if show else [])
+                _run_pass(self, aug_dl if i < n else plain_dl, cbs, (0 if i < n else 1) if switches else None)
         finally: self(event.after_fit)
     # every step below works in the two N x C buffers the passes filled: no n x N x C stack, no extra copy
     blend = beta is not None or use_max  # fastai's use_max blends whatever beta is
@@ -226,7 +265,7 @@ def _report(aug, plain, blend, targs, rec, mode, beta):
     rows = {f'pass {i+1}': s for i, s in enumerate(aug.stats)}
     rows['un-augmented'] = plain.stats[0]
     if blend is not None:
-        hits, nll = _hits_and_nll(blend, targs, rec)
+        hits, nll = _hits_and_nll(_rows(blend), targs, rec, plain.thresh)
         rows[f"TTA ({mode}, beta={beta})" if mode != 'max' else 'TTA (max)'] = (hits / len(blend), nll / len(blend))
     return pd.DataFrame.from_dict(rows, orient='index', columns=['accuracy', 'nll'])
 

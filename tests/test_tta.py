@@ -1,15 +1,24 @@
 "Test-time augmentation: probabilities averaged, rows summing to 1, in one O(N x C) buffer, checked against separate passes"
 from collections import Counter
+import socket
 import numpy as np, pytest, torch
 import torch.nn as nn
+import torch.distributed as dist
+import torch.utils.data as tud
 from fastai.vision.all import (aug_transforms, set_seed, Learner, CrossEntropyLossFlat, BCEWithLogitsLossFlat, DataBlock,
                                ImageBlock, MultiCategoryBlock, RegressionBlock, GrandparentSplitter, get_image_files, parent_label)
 from fastai.vision.all import ImageDataLoaders, Callback, FlipItem, ToTensor, IntToFloatTensor, Transform, Pipeline
+from fastai.vision.all import DataLoaders
+from fastai.data.load import DataLoader as FaDataLoader
+from fastai.callback.data import PartialDL
+from fastai.learner import _ConstantFunc
 
 import fastinterp
 from fastinterp import ClassificationInterpretation, TTACallback
 from fastinterp.preds import stock_get_preds
-from conftest import plain_learner, raw_outputs
+from fastinterp.loaders import inference_dl
+from fastinterp.calibration import mc_dropout
+from conftest import plain_learner, raw_outputs, fit_quietly
 
 AUG = dict(do_flip=False, max_rotate=10., min_scale=0.9, max_warp=0.1, size=16)
 
@@ -320,3 +329,145 @@ def test_progress_bar_shown_unless_silenced(learn, capsys):
     assert capsys.readouterr().out == ''
     learn.tta(n=2)
     assert capsys.readouterr().out != ''
+
+# --- the order of the items, whatever the loader
+@pytest.fixture(scope='module')
+def trained_plain(digits_arrays):
+    "A small MLP on the digits feature vectors, trained well enough that a wrong row shows in the accuracy"
+    X, y = digits_arrays
+    return fit_quietly(plain_learner(X, y, nn.CrossEntropyLoss(), 10), 3)
+
+def probs_by_hand(learn, X, act=lambda o: torch.softmax(o, 1)):
+    "The model's probabilities on the inputs `X`, in the order given"
+    learn.model.eval()
+    with torch.no_grad(): return act(learn.model(X))
+
+def test_callback_refuses_a_shuffled_torch_loader(trained_plain, digits_arrays):
+    "A torch DataLoader draws a new order on every pass and does not tell it: refused, not summed into misaligned rows"
+    X, y = digits_arrays
+    learn, ds = trained_plain, tud.TensorDataset(X, y)
+    sdl = tud.DataLoader(ds, batch_size=64, shuffle=True)
+    with pytest.raises(ValueError, match='torch DataLoader with a RandomSampler back to the data set.*inference_dl'):
+        with learn.no_bar(): learn.get_preds(dl=sdl, cbs=[TTACallback()])
+    cb = TTACallback()
+    with learn.no_bar():
+        for dl in (tud.DataLoader(ds, batch_size=64), inference_dl(sdl), tud.DataLoader(ds, batch_size=100)):
+            learn.get_preds(dl=dl, cbs=[cb])
+    ref = probs_by_hand(learn, X)
+    torch.testing.assert_close(cb.value, ref, atol=1e-6, rtol=0)
+    assert torch.equal(cb.targs, y) and (cb.value.argmax(1) == y).float().mean() > 0.8
+
+def test_callback_places_items_of_any_fixed_order(trained_plain, digits_arrays):
+    "PartialDL draws a new order without shuffle=True: refused alone, placed right under get_preds (one order a call)"
+    X, y = digits_arrays
+    learn, items = trained_plain, list(zip(X, y))
+    pdl = PartialDL(items, bs=64, partial_n=len(items))
+    with pytest.raises(ValueError, match='PartialDL back to the data set: its get_idxs draws another order'):
+        with learn.no_bar(): learn.validate(dl=pdl, cbs=[TTACallback()])
+    cb = TTACallback()
+    for _ in range(3): stock_get_preds(learn, dl=pdl, cbs=[cb])
+    torch.testing.assert_close(cb.value, probs_by_hand(learn, X), atol=1e-6, rtol=0)
+    assert torch.equal(cb.targs, y)
+
+def test_callback_on_a_subset_refuses_other_items_and_repeats(trained_plain, digits_arrays):
+    "A pass over some items gives their rows in data set order; a pass over others, or an item twice, is refused"
+    X, y = digits_arrays
+    learn, items = trained_plain, list(zip(X, y))
+    sub = torch.randperm(len(items), generator=torch.Generator().manual_seed(0))[:300]
+    cb = TTACallback()
+    for order in (sub, sub.flip(0)):
+        stock_get_preds(learn, dl=FaDataLoader(items, bs=64, get_idxs=_ConstantFunc(order.tolist())), cbs=[cb])
+    torch.testing.assert_close(cb.value, probs_by_hand(learn, X[sub.sort().values]), atol=1e-6, rtol=0)
+    assert torch.equal(cb.targs, y[sub.sort().values])
+    with pytest.raises(ValueError, match='Every pass must predict the items of the first: .* but other ones'):
+        stock_get_preds(learn, dl=FaDataLoader(items, bs=64, get_idxs=_ConstantFunc(list(range(300)))), cbs=[cb])
+    twice = FaDataLoader(items[:3], bs=2, get_idxs=_ConstantFunc([0, 0, 1]))  # three predictions, one item twice
+    with pytest.raises(ValueError, match='yields some items more than once'):
+        with learn.no_bar(): learn.validate(dl=twice, cbs=[TTACallback()])
+
+def test_callback_refuses_a_distributed_loader(trained_plain, digits_arrays):
+    from fastai.distributed import DistributedDL
+    learn, items = trained_plain, list(zip(*digits_arrays))
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=0, world_size=1)
+    try:
+        with pytest.raises(ValueError, match='DistributedDL .*run it on one process'):
+            with learn.no_bar(): learn.validate(dl=DistributedDL(FaDataLoader(items, bs=64), 0, 2), cbs=[TTACallback()])
+    finally: dist.destroy_process_group()
+
+def test_tta_over_a_torch_loader_in_data_set_order(trained_plain, digits_arrays):
+    "A torch DataLoader as dl=, shuffled or not, is predicted over every item in data set order"
+    X, y = digits_arrays
+    learn, ds = trained_plain, tud.TensorDataset(X, y)
+    for tdl in (tud.DataLoader(ds, batch_size=64, shuffle=True, drop_last=True), tud.DataLoader(ds, batch_size=500)):
+        (aug, plain), targs = learn.tta(dl=tdl, n=2, batch_tfms=FlipFeatures(), beta=None, progress=False)
+        torch.testing.assert_close(aug, probs_by_hand(learn, X.flip(-1)), atol=1e-6, rtol=0)
+        torch.testing.assert_close(plain, probs_by_hand(learn, X), atol=1e-6, rtol=0)
+        assert torch.equal(targs, y) and (plain.argmax(1) == y).float().mean() > 0.8
+    some = tud.DataLoader(ds, sampler=tud.SubsetRandomSampler(range(50)))
+    with pytest.raises(ValueError, match='Cannot predict over this torch DataLoader.*SubsetRandomSampler'):
+        learn.tta(dl=some, batch_tfms=FlipFeatures(), progress=False)
+
+def test_tta_over_learner_data_loaders_of_torch(digits_arrays):
+    "DataLoaders of torch loaders (the training one shuffled, dropping its last batch): ds_idx= gives every item in order"
+    X, y = digits_arrays
+    ds, n = tud.TensorDataset(X, y), len(X) * 4 // 5
+    dls = DataLoaders(tud.DataLoader(tud.Subset(ds, range(n)), batch_size=64, shuffle=True, drop_last=True),
+                      tud.DataLoader(tud.Subset(ds, range(n, len(X))), batch_size=128))
+    learn = Learner(dls, plain_learner(X, y, nn.CrossEntropyLoss(), 10).model, loss_func=nn.CrossEntropyLoss())
+    for ds_idx, items in ((0, slice(0, n)), (1, slice(n, len(X)))):
+        (aug, plain), targs = learn.tta(ds_idx=ds_idx, n=2, batch_tfms=FlipFeatures(), beta=None, progress=False)
+        torch.testing.assert_close(aug, probs_by_hand(learn, X[items].flip(-1)), atol=1e-6, rtol=0)
+        torch.testing.assert_close(plain, probs_by_hand(learn, X[items]), atol=1e-6, rtol=0)
+        assert torch.equal(targs, y[items])
+
+# --- outputs that are not one row per item
+def test_spatial_outputs_refused(digits_arrays):
+    "Per-pixel class scores (N, C, H, W): a clear refusal, not a size mismatch deep in the callback"
+    X, y = digits_arrays
+    imgs = X.view(-1, 1, 8, 8)
+    masks = (imgs[:, 0] * 2.99).long()  # three classes of pixels
+    items = list(zip(imgs, masks))
+    dls = DataLoaders(FaDataLoader(items[:1400], bs=64, shuffle=True), FaDataLoader(items[1400:], bs=128))
+    learn = Learner(dls, nn.Conv2d(1, 3, 3, padding=1), loss_func=nn.CrossEntropyLoss())
+    noise = lambda b: (b[0] + 0.01 * torch.randn_like(b[0]), *b[1:])
+    with pytest.raises(ValueError, match=r'one row of class probabilities .* shape \(128, 3, 8, 8\): spatial outputs'):
+        learn.tta(n=2, batch_tfms=noise, progress=False)
+    with pytest.raises(ValueError, match='each augmentation undone before averaging'):
+        with learn.no_bar(): learn.validate(cbs=[TTACallback()])
+
+def test_one_output_sigmoid_model_of_shape_n(digits_arrays):
+    "A model whose one sigmoid output is flattened to (N,): averaged and scored as a column of one label"
+    X, y = digits_arrays
+    learn = plain_learner(X, (y >= 5).float(), nn.BCEWithLogitsLoss(), 1, final=nn.Flatten(0))
+    res = learn.tta(n=2, batch_tfms=lambda b: (b[0].flip(-1), *b[1:]), progress=False)  # float targets left alone
+    xv, t = X[len(X) * 4 // 5:], (y[len(X) * 4 // 5:] >= 5).numpy()
+    aug, plain = (probs_by_hand(learn, x, torch.sigmoid).numpy() for x in (xv.flip(-1), xv))
+    blend = aug + 0.25 * (plain - aug)
+    np.testing.assert_allclose(res[0].numpy(), blend, atol=1e-6)
+    assert res[0].shape == (len(xv),)
+    acc = [((p > 0.5) == t).mean() for p in (aug, aug, plain, blend)]
+    np.testing.assert_allclose(res.report['accuracy'].values, acc)
+    nll = lambda p: -np.log(np.where(t == 1, p, 1 - p)).mean()
+    np.testing.assert_allclose(res.report['nll'].values, [nll(p) for p in (aug, aug, plain, blend)], rtol=1e-5)
+
+# --- progress: passes named as passes, no training loss
+def test_progress_names_each_pass(trained_plain, capsys):
+    learn = trained_plain
+    learn.tta(n=3, batch_tfms=FlipFeatures())
+    out = capsys.readouterr().out
+    labels = ['pass 1/3 (augmented) |', 'pass 2/3 (augmented) |', 'pass 3/3 (augmented) |', 'un-augmented pass |']
+    assert all(l in out for l in labels) and [out.index(l) for l in labels] == sorted(out.index(l) for l in labels)
+    assert 'Epoch' not in out and '...' not in out  # no epochs, and no comment: fastai's is the last training loss
+    assert f'{learn.smooth_loss.item():.4f}' not in out
+
+def test_mc_dropout_bar_says_passes_per_batch(digits_arrays, capsys):
+    X, y = digits_arrays
+    learn = plain_learner(X, y, nn.CrossEntropyLoss(), 10)
+    learn.model = nn.Sequential(*learn.model[:2], nn.Dropout(0.3), learn.model[2])
+    mc_dropout(learn, 5, seed=0)
+    out = capsys.readouterr().out
+    assert 'MC dropout: 5 passes per batch |' in out and 'Epoch' not in out and '...' not in out
+    mc_dropout(learn, 5, seed=0, progress=False)
+    with learn.no_bar(): mc_dropout(learn, 5, seed=0)
+    assert capsys.readouterr().out == ''
