@@ -2,7 +2,7 @@
 
 __all__ = ['main', 'demo', 'report', 'read_items', 'labelled_dl', 'BadInput']
 
-import argparse, importlib, pickle, re, sys, tempfile, types, warnings
+import argparse, contextlib, importlib, pickle, re, sys, tempfile, types, warnings
 from pathlib import Path
 import numpy as np
 
@@ -18,6 +18,20 @@ DEMO_AUG = dict(do_flip=False, max_rotate=8., max_zoom=1.05, max_warp=0., max_li
 
 class BadInput(Exception):
     "Input the command cannot use: reported as one line on stderr, exit status 1"
+
+class _Parser(argparse.ArgumentParser):
+    "argparse's parser, whose errors are one line on stderr and exit status 1, as every other bad input of the command"
+    def error(self, message): self.exit(1, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+def _check_args(k, tta, epochs=1):
+    "Numbers of the command line that cannot be used, as a `BadInput`"
+    for name, v, least in (('--k', k, 1), ('--tta', tta, 0), ('--epochs', epochs, 1)):
+        if not isinstance(v, int) or v < least:
+            raise BadInput(f"{name} must be a whole number, {least} or more, got {v!r}")
+
+def _quiet(learn):
+    "No progress bars where the output is not a terminal: in a log or a pipe they are lines of control characters"
+    return contextlib.nullcontext() if sys.stdout.isatty() else learn.no_bar()
 
 def _row(name, stock, ours, w=28): return f"  {name:<{w}}{stock:<30}{ours}"
 
@@ -42,37 +56,44 @@ def _tta(learn, dl, n, p):
     "The TTA report of `n` augmented passes over `dl` (None when n is 0)"
     if not n: return None
     p(f"Test-time augmentation: {n} augmented passes and the plain one")
-    res = learn.tta(dl=dl, n=n).report
+    res = learn.tta(dl=dl, n=n, progress=sys.stdout.isatty()).report
     if res is not None: p(res.to_string(float_format='{:.4f}'.format))
     return res
 
 def _temperature(learn, dl_of, items, labels, p, seed=0):
     "Fit a temperature on half of the labelled items; `calibration()` of the other half before and after it (None if it cannot)"
     from .interpret import ClassificationInterpretation
+    from .report import measure_calibration
     if len(items) < 40: return None  # too few to fit on one half and measure on the other
     idx = np.random.default_rng(seed).permutation(len(items))
     fit, held = np.sort(idx[:len(idx) // 2]), np.sort(idx[len(idx) // 2:])
     dl_fit, dl_held = (dl_of([items[i] for i in h], None if labels is None else [labels[i] for i in h]) for h in (fit, held))
-    metrics = lambda: ClassificationInterpretation.from_learner(learn, dl=dl_held).calibration()
+    def metrics():  # quiet: the report's own interpretation has already said what these would warn about
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', UserWarning)
+            return measure_calibration(ClassificationInterpretation.from_learner(learn, dl=dl_held))
     had, own = 'temperature' in vars(learn), vars(learn).get('temperature')  # the learner's own: set aside, then restored
-    with warnings.catch_warnings(record=True) as caught:  # e.g. T stopped at a bound: a line of output, not a Python warning
-        warnings.simplefilter('always', UserWarning)
-        try:
-            with learn.no_bar():
-                learn.temperature = None
-                before = metrics()
+    caught = []
+    try:
+        with learn.no_bar():
+            before = metrics()  # at the learner's own temperature, if any: as the rest of the report
+            learn.temperature = None  # T is fitted on the raw outputs: it replaces the learner's, not stacks on it
+            with warnings.catch_warnings(record=True) as caught:  # e.g. T stopped at a bound: a line of output
+                warnings.simplefilter('always', UserWarning)
                 learn.calibrate(dl=dl_fit, quiet=True)
-                res = dict(T=float(learn.temperature), before=before, after=metrics(), n_fit=len(fit), n_eval=len(held))
-        except (TypeError, ValueError) as e:  # a loss temperature scaling does not apply to
-            p(f"Temperature scaling skipped: {e}")
-            res = None
-        finally:
-            if had: learn.temperature = own
-            else: del learn.temperature
+            res = dict(T=float(learn.temperature), before=before, after=metrics(), n_fit=len(fit), n_eval=len(held))
+    except (TypeError, ValueError) as e:  # a loss temperature scaling does not apply to
+        p(f"Temperature scaling skipped: {e}")
+        res = None
+    finally:
+        if had: learn.temperature = own
+        else: vars(learn).pop('temperature', None)
     for w in caught: p(f"Temperature scaling: {w.message}")
     if res is None: return None
+    at = ', '.join(f'{t:.3g}' for t in np.atleast_1d(np.asarray(own, dtype=float))) if own is not None else None
+    now = 'with no temperature' if at is None else f"at the learner's T = {at}"
     p(f"Temperature scaling: T = {res['T']:.3g} fitted on {res['n_fit']:,} items; ECE on the other {res['n_eval']:,}: "
-      f"{100 * res['before']['ece']:.2f}% before, {100 * res['after']['ece']:.2f}% after")
+      f"{100 * res['before']['ece']:.2f}% {now}, {100 * res['after']['ece']:.2f}% at T = {res['T']:.3g}")
     return res
 
 def demo(out=DEFAULT_OUT, # Folder to write the report into
@@ -89,6 +110,8 @@ def demo(out=DEFAULT_OUT, # Folder to write the report into
     from .interpret import ClassificationInterpretation
     from .report import write_report
     from fastai.vision.augment import aug_transforms
+    if loss not in LOSSES: raise BadInput(f"unknown --loss {loss!r}: the choices are {', '.join(sorted(LOSSES))}")
+    _check_args(k, tta, epochs)
     data = Path(data or Path(tempfile.gettempdir())/'fastinterp-digits')
     p = lambda *a: print(*a, file=file or sys.stdout, flush=True)
     try: p(f"Digits (scikit-learn, 1,797 8x8 images) as a PNG folder in {digits_folder(data)}")
@@ -102,12 +125,12 @@ def demo(out=DEFAULT_OUT, # Folder to write the report into
     for r in rows: p(_row(*r))
     p(f"\nactivation used: {fastinterp.activation_for(learn.loss_func).name}\n")
     p("Interpreting the validation set")
-    interp = ClassificationInterpretation.from_learner(learn)
+    with _quiet(learn): interp = ClassificationInterpretation.from_learner(learn)
     tta_report = _tta(learn, interp.dl, tta, p)
     temp = _temperature(learn, lambda items, _: learn.dls.test_dl(items, with_labels=True), list(interp.dl.items), None, p)
     path = write_report(interp, out, k=k, title='fastinterp demo: digits', data=data/'valid', stock=rows, tta=tta_report,
                         temperature=temp)
-    p(f"\nReport: {path.resolve()}")
+    p(f"\nReport: {path}")
     return learn, path
 
 # --- `fastinterp report`: reading the data
@@ -124,11 +147,13 @@ def read_items(data, # An image folder (labels: parent folder names), or a CSV o
         item_col=None, # CSV: column of the image paths (default: the first), relative to the CSV's folder
         label_col=None, # CSV: column of the labels (default: the second, if any)
         unlabelled:bool=False, # Ignore the labels
+        say=None, # Called with a line saying which columns of a CSV were read
     ):
     "(items, labels or None, skipped): the images of `data` that can be read, their labels, and those that cannot"
     data = Path(data)
     if not data.exists(): raise BadInput(f"no such file or folder: {data}")
-    items, labels = _read_csv(data, item_col, label_col) if data.is_file() else _read_folder(data, unlabelled)
+    if data.is_file(): items, labels = _read_csv(data, item_col, label_col, unlabelled, say or (lambda s: None))
+    else: items, labels = _read_folder(data, unlabelled)
     ok = [_readable(f) for f in items]
     skipped = [f for f, o in zip(items, ok) if not o]
     if not any(ok):
@@ -148,21 +173,44 @@ def _read_folder(data, unlabelled):
                              f"move them into a folder named after their class, or pass --unlabelled")
     return files, [f.parent.name for f in files]
 
-def _read_csv(data, item_col, label_col):
+def _names_an_image(data, cell):
+    "Whether the CSV cell `cell` is an image path (by its extension, or a file there), not a column name"
+    from fastai.data.transforms import image_extensions
+    f = Path(cell.strip())
+    if not cell.strip(): return False
+    try: return f.suffix.lower() in image_extensions or (f if f.is_absolute() else data.parent/f).is_file()
+    except OSError: return False  # a name too long to be a file
+
+def _read_csv(data, item_col, label_col, unlabelled, say):
     import pandas as pd
-    try: df = pd.read_csv(data, dtype=str, keep_default_na=False)
+    read = lambda **kw: pd.read_csv(data, dtype=str, keep_default_na=False, **kw)
+    try: first = read(header=None, nrows=1)
     except Exception as e:
         raise BadInput(f"cannot read {data} as a CSV ({e}); DATA is an image folder or a CSV of image paths and labels") from None
+    # a CSV written without a header: its first row is an item, which read as the header would be lost
+    no_header = _names_an_image(data, str(first.iat[0, 0]))
+    if no_header and (item_col or label_col):
+        raise BadInput(f"{data} has no header row (its first row is an image, {first.iat[0, 0]}), so no column has a "
+                       f"name for {'--item-col' if item_col else '--label-col'}: add a header row, or leave out "
+                       f"--item-col and --label-col")
+    df = read(header=None if no_header else 0)
     if df.empty: raise BadInput(f"{data} has no rows")
     cols = list(df.columns)
     for name, c in (('--item-col', item_col), ('--label-col', label_col)):
         if c is not None and c not in cols: raise BadInput(f"{data} has no column {c!r} ({name}); its columns: {', '.join(cols)}")
-    item_col = item_col or cols[0]
+    item_col = cols[0] if item_col is None else item_col
     label_col = label_col or (cols[1] if len(cols) > 1 and cols[1] != item_col else None)
+    col = lambda c: f'column {cols.index(c) + 1}' if no_header else f'column {c!r}'
+    labels_from = ('no labels (--unlabelled)' if unlabelled else 'no label column: unlabelled' if label_col is None
+                   else f'labels from {col(label_col)}')
+    say(f"{data}: " + ('no header row (its first row is an image): ' if no_header else '') +
+        f"image paths from {col(item_col)}, {labels_from}" + ('' if no_header else ' (its first row is the header)'))
     items = [f if f.is_absolute() else data.parent/f for f in map(Path, df[item_col])]
-    if label_col is None: return items, None
+    if label_col is None or unlabelled: return items, None
     labels = df[label_col].str.strip().tolist()
-    if missing := sum(l == '' for l in labels): raise BadInput(f"{missing} row(s) of {data} have no {label_col!r}: label them, or pass --unlabelled")
+    if missing := sum(l == '' for l in labels):
+        raise BadInput(f"{missing} row(s) of {data} have no label in {col(label_col)}: label them, "
+                       f"or pass --unlabelled")
     return items, labels
 
 # --- `fastinterp report`: the learner and its DataLoader
@@ -227,17 +275,31 @@ def _load_error(fname, e):
     return f"cannot load {fname} as a fastai learner: {type(e).__name__}" + (f": {msg}" if msg else '')
 
 def _classes(learn, fname):
-    "The learner's classes by name, or a clear error for a learner that has none (a regressor)"
+    "The learner's loss record and classes by name, or a clear error for a learner that has none (a regressor)"
     from .activations import activation_for
-    rec = activation_for(learn.loss_func)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', UserWarning)  # an unknown loss: the command says what to do, in its own words
+        rec = activation_for(learn.loss_func)
     vocab = getattr(learn.dls, 'vocab', None)
     if rec.kind == 'regression': raise BadInput(f"{fname} is a regression learner (loss {rec.loss}): the report is for classifiers")
     if vocab is None: raise BadInput(f"{fname} has no classes (its data has no vocab): the report is for classifiers")
-    return {str(v): v for v in vocab}
+    return rec, {str(v): v for v in vocab}
+
+def _register_hint(learn):
+    "What the command's user can do about a loss fastinterp does not know"
+    from .activations import _path, _unwrap
+    return (f"--import a module of yours that registers its activation, e.g. with "
+            f"fastinterp.register_activation({_path(_unwrap(learn.loss_func))}, 'softmax', kind='multiclass')")
 
 def _out_dir(out):
-    "Create the report's folder now, so that a path that cannot be one fails before any work is done"
-    try: Path(out).mkdir(parents=True, exist_ok=True)
+    "Check that the report can be written into `out`, so that a path that cannot be one fails before any work is done"
+    from .report import check_out
+    out = Path(out).resolve()
+    try: check_out(out)
+    except ValueError as e: raise BadInput(f"--out {e}") from None
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryDirectory(dir=out.parent).cleanup()  # the report is written beside `out`, then renamed to it
     except OSError as e: raise BadInput(f"cannot create the report folder {out} (--out): {e.strerror or e}") from None
 
 def labelled_dl(learn, # A `Learner` built with fastai's data API
@@ -287,29 +349,41 @@ def report(learner, # File written by `learn.export()`
     "Write the report of an exported learner on the images of `data`"
     from .interpret import ClassificationInterpretation
     from .report import write_report
+    _check_args(k, tta)
     p = lambda *a: print(*a, file=file or sys.stdout, flush=True)
     learn = _load(learner, imports)
-    vocab = _classes(learn, learner)
-    items, labels, skipped = read_items(data, item_col, label_col, unlabelled)
+    rec, vocab = _classes(learn, learner)
+    items, labels, skipped = read_items(data, item_col, label_col, unlabelled, say=p)
     p(f"{len(items):,} images from {data}" + (f"; {len(skipped):,} could not be read and are skipped (listed in the report)" if skipped else '')
       + ('' if labels else '; no labels: the uncertainty part only'))
     if labels is not None: labels = [vocab.get(l, l) for l in labels]
     dl = labelled_dl(learn, items, labels)
     _out_dir(out)
-    try: interp = ClassificationInterpretation.from_learner(learn, dl=dl)
-    except (ValueError, TypeError) as e: raise BadInput(f"cannot interpret {learner}: {e}") from None
+    try:
+        with _quiet(learn): interp = ClassificationInterpretation.from_learner(learn, dl=dl)
+    except (ValueError, TypeError) as e:
+        if rec.kind != 'unknown': raise BadInput(f"cannot interpret {learner}: {e}") from None
+        raise BadInput(f"{learner} was trained with the loss {rec.loss}, whose final activation fastinterp does not "
+                       f"know, and the model's outputs are not probabilities: {_register_hint(learn)}") from None
+    if rec.kind == 'unknown':
+        p(f"Note: fastinterp does not know the final activation of the loss {rec.loss}, so the model's outputs, which "
+          f"lie in [0, 1], are taken as probabilities as they are. If they are not: {_register_hint(learn)}")
     if interp.labelled: p(f"accuracy {float(interp.correct().float().mean()):.4f} on {len(items):,} items")
     tta_report = _tta(learn, dl, tta, p)
-    temp = _temperature(learn, lambda i, l: labelled_dl(learn, i, l), items, labels, p) if labels is not None else None
+    temp = None
+    if labels is not None and rec.kind == 'unknown':
+        p("Temperature scaling skipped: it divides logits, and whether this model outputs logits depends on its loss")
+    elif labels is not None: temp = _temperature(learn, lambda i, l: labelled_dl(learn, i, l), items, labels, p)
     path = write_report(interp, out, k=k, data=data, skipped=skipped, tta=tta_report, temperature=temp)
-    p(f"\nReport: {path.resolve()}")
+    p(f"\nReport: {path}")
     return path
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog='fastinterp', description=__doc__)
-    sub = parser.add_subparsers(dest='cmd', required=True)
+    parser = _Parser(prog='fastinterp', description=__doc__)
+    sub = parser.add_subparsers(dest='cmd', required=True, metavar='{demo,report}')
     d = sub.add_parser('demo', help='train on the digits, compare stock fastai with fastinterp, write a report')
-    d.add_argument('--out', default=DEFAULT_OUT, help=f'folder to write the report into (default ./{DEFAULT_OUT})')
+    d.add_argument('--out', default=DEFAULT_OUT, help=f'folder to write the report into (default ./{DEFAULT_OUT}); '
+                   'a report already there is replaced whole')
     d.add_argument('--data', help='folder for the digits PNGs (default: a temporary folder)')
     d.add_argument('--epochs', type=int, default=4, help='epochs to train (default 4)')
     d.add_argument('--loss', choices=sorted(LOSSES), default='ce', help='loss to train with (default ce: nn.CrossEntropyLoss())')
@@ -318,26 +392,31 @@ def main(argv=None):
     r = sub.add_parser('report', help='write the report of an exported learner on a folder or CSV of images',
                        description='LEARNER is unpickled: only load files you trust.')
     r.add_argument('learner', metavar='LEARNER.pkl', help='file written by learn.export()')
-    r.add_argument('data', metavar='DATA', help='image folder labelled by the name of each image\'s folder (images directly '
-                   'in DATA: unlabelled), or a CSV with a header: image paths (relative to the CSV) and labels')
-    r.add_argument('--out', default=DEFAULT_OUT, help=f'folder to write the report into (default ./{DEFAULT_OUT})')
+    r.add_argument('data', metavar='DATA', help='image folder labelled by the name of each image\'s folder (images '
+                   'directly in DATA: unlabelled), or a CSV of image paths (relative to the CSV) and labels, with or '
+                   'without a header')
+    r.add_argument('--out', default=DEFAULT_OUT, help=f'folder to write the report into (default ./{DEFAULT_OUT}); '
+                   'a report already there is replaced whole')
     r.add_argument('--tta', type=int, default=0, metavar='N', help='test-time augmentation with N augmented passes (default 0: none)')
     r.add_argument('--k', type=int, default=9, help='items in each gallery (default 9)')
     r.add_argument('--item-col', help='CSV column of the image paths (default: the first column)')
     r.add_argument('--label-col', help='CSV column of the labels (default: the second column; none: unlabelled)')
     r.add_argument('--unlabelled', action='store_true', help='ignore the labels: report the uncertainty part only')
     r.add_argument('--import', dest='imports', action='append', default=[], metavar='MODULE',
-                   help='import MODULE first: where the custom loss or functions the learner was exported with live')
-    args = parser.parse_args(argv)
-    if args.k < 1: parser.error(f'--k must be 1 or more, got {args.k}')
-    if args.cmd == 'demo' and args.epochs < 1: parser.error(f'--epochs must be 1 or more, got {args.epochs}')
-    if args.tta < 0: parser.error(f'--tta must be 0 or more, got {args.tta}')
-    warnings.filterwarnings('ignore', category=FutureWarning)
-    try:
-        if args.cmd == 'demo': demo(args.out, args.data, args.epochs, args.loss, args.k, args.tta)
-        else: report(args.learner, args.data, args.out, args.tta, args.k, args.item_col, args.label_col, args.unlabelled, args.imports)
-    except BadInput as e:
-        print(f"fastinterp {args.cmd}: error: {e}", file=sys.stderr)
-        sys.exit(1)
+                   help='import MODULE first: where the custom loss or functions the learner was exported with live, '
+                        'or a module that registers the loss\'s activation (fastinterp.register_activation)')
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the subcommand, which names its own --help
+        {'demo': d, 'report': r}[args.cmd].error(f"unrecognized arguments: {' '.join(unknown)}")
+    with warnings.catch_warnings():  # as it found them, when the command is run from Python
+        warnings.filterwarnings('ignore', category=FutureWarning)
+        warnings.showwarning = lambda msg, *a, **kw: print(f"fastinterp {args.cmd}: warning: {msg}", file=sys.stderr)
+        try:
+            if args.cmd == 'demo': demo(args.out, args.data, args.epochs, args.loss, args.k, args.tta)
+            else: report(args.learner, args.data, args.out, args.tta, args.k, args.item_col, args.label_col,
+                         args.unlabelled, args.imports)
+        except BadInput as e:
+            print(f"fastinterp {args.cmd}: error: {e}", file=sys.stderr)
+            sys.exit(1)
 
 if __name__ == '__main__': main()

@@ -1,14 +1,15 @@
 "The fastinterp report: one self-contained HTML page of what a classifier gets wrong and how unsure it is"
 
-__all__ = ['write_report']
+__all__ = ['write_report', 'check_out', 'measure_calibration']
 
-import base64, html, re
+import base64, errno, html, os, re, shutil, uuid
 from pathlib import Path
 import numpy as np, pandas as pd
 import matplotlib.pyplot as plt
 import sklearn.metrics as skm
 
 from .activations import activation_for
+from . import calibration as cal
 
 _CSS = """
 :root { --ink:#1f2328; --muted:#59636e; --line:#d1d9e0; --soft:#f6f8fa; --accent:#0969da; --bad:#b3261e; --good:#1a7f37; }
@@ -49,7 +50,7 @@ code { font-family:ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; fon
 
 _e = html.escape
 
-def _slug(s): return re.sub(r'[^A-Za-z0-9_.-]+', '_', str(s)).strip('_') or 'class'
+def _slug(s, n=40): return re.sub(r'[^A-Za-z0-9_.-]+', '_', str(s)).strip('_.')[:n] or 'class'
 
 def _pct(x): return f'{100 * x:.2f}%'
 
@@ -61,6 +62,7 @@ class _Page:
     def figure(self, fig, name, caption=''):
         "Save `fig` as `name`.png beside the report, close it, and return the HTML embedding it"
         path = self.out/f'{name}.png'
+        if path.name in self.files: raise ValueError(f"Two figures of the report are named {path.name}")
         fig.savefig(path, dpi=100, bbox_inches='tight', facecolor='white')
         plt.close(fig)
         self.files.append(path.name)
@@ -91,8 +93,17 @@ def _cards(cards):
         f'<div class="card"><div class="label">{_e(l)}</div><div class="value">{_e(v)}</div><div class="note">{_e(n)}</div></div>'
         for l, v, n in cards) + '</div>'
 
+def _probs_note(interp, short=False):
+    "How the page's probabilities were made from the model's outputs: the activation, the learner's temperature if any"
+    T = vars(interp.learn).get('temperature')
+    if T is not None: T = ', '.join(f'{t:.3g}' for t in np.atleast_1d(np.asarray(T, dtype=float)))
+    if short: return 'no temperature' if T is None else f"the learner's T = {T}"
+    if interp.act is not None: return 'the activation given to the interpretation'
+    act = activation_for(interp.learn.loss_func).name
+    return f'{act} of the outputs, no temperature' if T is None else f"{act} of the outputs / T, the learner's T = {T}"
+
 def _headline(interp, tta, calib, temp):
-    "The figures at the top: accuracy, TTA accuracy, ECE before and after temperature, how unsure the model is"
+    "The figures at the top: accuracy, TTA accuracy, ECE (before and after temperature), how unsure the model is"
     n, cards = len(interp.probs), []
     if interp.labelled:
         ok = interp.correct()
@@ -103,11 +114,17 @@ def _headline(interp, tta, calib, temp):
         gain = round((blend - plain) * n)  # in items: the two accuracies are computed in different precisions
         cards.append(('TTA accuracy', _pct(blend), f'{len(tta) - 2} augmented passes; ' +
                       (f'{gain:+,} item(s) right vs the plain pass' if gain else 'same items right as the plain pass')))
-    if calib is not None:
-        cards.append(('ECE', _pct(calib['ece']), f'calibration error (gap between confidence and accuracy) on all {n:,} items'))
+    # one pair of ECEs that compare: both on the items T was not fitted on (all items: in the calibration section)
     if temp is not None:
-        cards.append(('ECE after temperature', _pct(temp['after']['ece']),
-                      f"from {_pct(temp['before']['ece'])}; T = {temp['T']:.3g} fitted on {temp['n_fit']:,} items, both measured on the other {temp['n_eval']:,}"))
+        own = vars(interp.learn).get('temperature') is not None
+        cards.append(("ECE at the learner's T" if own else 'ECE before temperature', _pct(temp['before']['ece']),
+                      f"calibration error on {temp['n_eval']:,} held-out items, {_probs_note(interp, short=True)}"))
+        cards.append(('ECE at a refitted T' if own else 'ECE after temperature', _pct(temp['after']['ece']),
+                      f"the same {temp['n_eval']:,} items at T = {temp['T']:.3g}, "
+                      f"fitted on the other {temp['n_fit']:,}"))
+    elif calib is not None:
+        cards.append(('ECE', _pct(calib['ece']),
+                      f'calibration error on all {n:,} items, {_probs_note(interp, short=True)}'))
     if not interp.multilabel:
         unsure = int((interp.probs.max(1).values < 0.5).sum())
         cards.append(('Unsure predictions', f'{unsure:,}', f'items whose predicted class has p < 0.5 ({_pct(unsure / n)})'))
@@ -122,34 +139,61 @@ def _stock_section(page, stock):
 
 def _tta_row(tta): return tta.loc[[i for i in tta.index if str(i).startswith('TTA')][0]]
 
-def _tta_section(page, tta):
+def _tta_section(page, interp, tta):
     df = pd.DataFrame({'pass': tta.index, 'accuracy': [_pct(v) for v in tta['accuracy']], 'NLL': [f'{v:.4f}' for v in tta['nll']]})
     same = np.allclose(tta.drop(index=_tta_row(tta).name).values, tta.loc['un-augmented'].values, rtol=0, atol=1e-7)
     note = ('<p class="warn">Every augmented pass equals the plain one: the data has no training-time augmentation '
             'for TTA to apply.</p>' if same else '')
     page.add('tta', 'Test-time augmentation', _table(df, text_cols={'pass'}) + note,
-             'Accuracy and negative log-likelihood of each augmented pass, of the plain (un-augmented) pass, '
-             'and of TTA: the mean of the augmented probabilities, blended with the plain ones.')
+             f'Accuracy and NLL (the mean negative log-likelihood of the targets, in nats) on all '
+             f'{len(interp.probs):,} items, {_e(_probs_note(interp))}: of each augmented pass, of the plain '
+             f'(un-augmented) pass, and of TTA, the mean of the augmented probabilities blended with the plain ones. '
+             f'The rest of the page shows the plain pass.')
 
-_MEASURES = [('ece', 'ECE', _pct), ('mce', 'MCE (worst bin)', _pct), ('brier', 'Brier score', '{:.4f}'.format),
-             ('nll', 'NLL', '{:.4f}'.format), ('accuracy', 'accuracy', _pct)]
+def measure_calibration(interp, n_bins:int=15):
+    "`interp.calibration()` and `mce_items`: how many items the worst bin, which gives the MCE, holds"
+    res = interp.calibration(n_bins)
+    bins = cal.calibration_bins(interp.probs, interp.targs, n_bins, interp.multilabel)
+    gap = (bins.correct - bins.confidence).abs() / bins.count.clamp_min(1)
+    return {**res, 'mce_items': int(bins.count[int(gap.argmax())])}
+
+_MEASURES = [('ece', 'ECE', _pct), ('mce', 'MCE (the worst bin alone)', None),
+             ('brier', 'Brier score', '{:.4f}'.format), ('nll', 'NLL (nats)', '{:.4f}'.format),
+             ('accuracy', 'accuracy', _pct)]
+
+def _measure(d, k, f):
+    if k != 'mce': return f(d[k])
+    return _pct(d[k]) + (f" ({d['mce_items']:,} item{'s' * (d['mce_items'] != 1)})" if 'mce_items' in d else '')
 
 def _measures(cols):
     "A table of calibration measures: column name -> a dict of `calibration()`"
-    return _table(pd.DataFrame({'measure': [m for _, m, _ in _MEASURES],
-                                **{c: [f(d[k]) for k, _, f in _MEASURES] for c, d in cols.items()}}), text_cols={'measure'})
+    df = pd.DataFrame({'measure': [m for _, m, _ in _MEASURES],
+                       **{c: [_measure(d, k, f) for k, _, f in _MEASURES] for c, d in cols.items()}})
+    return _table(df, text_cols={'measure'})
 
 def _calibration_section(page, interp, calib, temp):
-    body = _measures({f'all {len(interp.probs):,} items': calib})
+    n, probs = len(interp.probs), _probs_note(interp)
+    cols = {f'all {n:,} items': calib}
+    text = f'<p>Measured on all {n:,} items, with the probabilities this page shows: {_e(probs)}.</p>'
     if temp is not None:
-        body += (f"<h3>Temperature scaling</h3><p>T fitted (least NLL) on {temp['n_fit']:,} of the items; both columns measured "
-                 f"on the other {temp['n_eval']:,}, which the fit did not see. Dividing the logits by T changes no prediction, "
-                 f"only how sure each one is.</p>" + _measures({'before': temp['before'], f"after (T = {temp['T']:.3g})": temp['after']}))
-    body += page.figure(interp.plot_reliability(), 'reliability')
+        m, T = temp['n_eval'], f"{temp['T']:.3g}"
+        cols[f'{m:,} held-out, {_probs_note(interp, short=True)}'] = temp['before']
+        cols[f'{m:,} held-out, T = {T}'] = temp['after']
+        own = vars(interp.learn).get('temperature') is not None
+        text = (f"<p>The first column is measured on all {n:,} items, with the probabilities this page shows "
+                f"({_e(probs)}). Temperature scaling: T = {T} fitted (least NLL) on {temp['n_fit']:,} of the items; "
+                f"the other two columns are measured on the other {m:,}, which the fit did not see, before (the "
+                f"probabilities of this page) and after dividing the outputs by T = {T}"
+                + (" instead of the learner's own T" if own else '') + '. '
+                "Dividing the outputs by T changes no prediction, only how sure each one is.</p>")
+    body = text + _measures(cols)
+    interp.plot_reliability()
+    body += page.figure(plt.gcf(), 'reliability', f'All {n:,} items, {probs}: the first column of the table.')
     page.add('calibration', 'Calibration', body,
              'Is a prediction made with p = 0.8 right 80% of the time? Each bar is a bin of confidence (the top-label '
              'probability); on the diagonal the probabilities mean what they say. ECE is the gap, weighted by the items in '
-             'each bin; lower Brier score and NLL are better too.')
+             'each bin; MCE is the gap of the worst bin alone, however few items it holds; lower Brier score and NLL '
+             '(the mean negative log-likelihood of the targets) are better too.')
 
 def _per_class_uncertainty(page, interp, df, k, max_classes):
     "Per predicted class (from `df`, `interp.to_df()`): how many items, how unsure; galleries of the most uncertain for the least sure classes"
@@ -163,10 +207,12 @@ def _per_class_uncertainty(page, interp, df, k, max_classes):
     shown = t.head(max_classes)
     for c in ('mean entropy', 'max entropy'): t[c] = [f'{v:.3f}' for v in t[c]]
     body = _table(t, text_cols={'predicted class'})
-    cls_of = {str(v): v for v in interp.vocab}
-    # one row per class: a strip reads at full size where a grid of small grids would not
-    figs = [page.figure(interp.plot_most_uncertain(k, cls=cls_of[c], ncols=min(k, n)), f'most_uncertain_{_slug(c)}')
-            for c, n in zip(shown['predicted class'], shown['items'])]
+    idx_of = {str(v): i for i, v in enumerate(interp.vocab)}
+    figs = []
+    for c, n in zip(shown['predicted class'], shown['items']):  # one strip per class: it reads at full size
+        i = idx_of[c]
+        interp.plot_most_uncertain(k, cls=interp.vocab[i], ncols=min(k, n))
+        figs.append(page.figure(plt.gcf(), f'most_uncertain_{i}_{_slug(c)}'))  # the index: 'café', 'cafè' are 'caf'
     more = (f' (the {len(shown)} classes with the highest mean entropy, of {len(t)})' if len(t) > len(shown) else '')
     body += f'<h3>Most uncertain items, by predicted class{more}</h3><div class="strips">{"".join(figs)}</div>'
     page.add('uncertain-per-class', 'Most uncertain, per class', body,
@@ -203,7 +249,7 @@ def _class_report(page, interp):
              "scikit-learn's classification report on the same predictions." + lead)
 
 def write_report(interp, # A `ClassificationInterpretation` (labelled or not)
-        out, # Folder to write report.html, predictions.csv and the PNGs into
+        out, # Folder to write report.html, predictions.csv and the PNGs into; a report already there is replaced whole
         k:int=9, # Items in each gallery
         title:str='fastinterp report',
         data:str|None=None, # Where the items came from, shown under the title
@@ -214,34 +260,99 @@ def write_report(interp, # A `ClassificationInterpretation` (labelled or not)
         max_classes:int=12, # Per-class galleries for at most this many classes
     )->Path:
     "Write the report of `interp` into `out` and return the path of its HTML file"
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(out).resolve()  # a link to a folder: the folder it names is replaced, the link kept
+    check_out(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # written in a folder of its own beside `out`, then renamed into place: a reader, or another report written into
+    # `out` at the same time, never sees half of one report mixed with another
+    tmp = out.parent/f'.{out.name}.writing-{uuid.uuid4().hex[:12]}'
+    tmp.mkdir()  # as `out` would be made, with the user's umask (mkdtemp's folders are private to their owner)
+    try:
+        _write(interp, tmp, k, title, data, skipped, stock, tta, temperature, max_classes)
+        _swap_in(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out/'report.html'
+
+def _write(interp, out, k, title, data, skipped, stock, tta, temperature, max_classes):
+    "Write every file of the report into the folder `out`"
     page = _Page(out)
-    df = interp.to_df()
+    df = _predictions(interp)
     df.to_csv(out/'predictions.csv', index=False)
-    calib = interp.calibration() if interp.labelled and not interp.multilabel else None
+    calib = measure_calibration(interp) if interp.labelled and not interp.multilabel else None
     page.add('summary', 'Summary', _headline(interp, tta, calib, temperature))
     if stock is not None: _stock_section(page, stock)
-    if interp.labelled:
-        page.add('top-losses', 'Top losses', page.figure(interp.plot_top_losses(k), 'top_losses'),
+    if interp.labelled and interp.losses is None:
+        page.add('top-losses', 'Top losses',
+                 '<p>No per-item losses: the loss takes no <code>reduction</code> argument.</p>')
+    elif interp.labelled:
+        interp.plot_top_losses(k)
+        page.add('top-losses', 'Top losses', page.figure(plt.gcf(), 'top_losses'),
                  'The items the model was most wrong about: largest loss first. Each title gives the predicted class '
                  'and its probability, the true class and its probability, and the loss.')
     by = ("how close their least sure label's probability is to the threshold" if interp.multilabel else
           'entropy of the predicted probabilities')
-    page.add('most-uncertain', 'Most uncertain', page.figure(interp.plot_most_uncertain(k), 'most_uncertain'),
+    interp.plot_most_uncertain(k)
+    page.add('most-uncertain', 'Most uncertain', page.figure(plt.gcf(), 'most_uncertain'),
              f'The items the model is least sure of, by {by}, whatever the label: the first ones to check or to label.')
     if not interp.multilabel: _per_class_uncertainty(page, interp, df, min(k, 5), max_classes)
     if interp.labelled and not interp.multilabel:
         _most_confused_section(page, interp)
-        page.add('confusion-matrix', 'Confusion matrix', page.figure(interp.plot_confusion_matrix(), 'confusion_matrix'),
+        interp.plot_confusion_matrix()
+        page.add('confusion-matrix', 'Confusion matrix', page.figure(plt.gcf(), 'confusion_matrix'),
                  'Rows: actual class; columns: predicted class; the diagonal holds the right answers.')
     if interp.labelled: _class_report(page, interp)
-    if tta is not None: _tta_section(page, tta)
+    if tta is not None: _tta_section(page, interp, tta)
     if calib is not None: _calibration_section(page, interp, calib, temperature)
-    page.add('files', 'Files', _files(page, skipped))
-    path = out/'report.html'
-    path.write_text(page.html(title, _meta(interp, data, skipped)), encoding='utf-8')
-    return path
+    page.add('files', 'Files', _files(page, df, skipped, interp.multilabel))
+    (out/'report.html').write_text(page.html(title, _meta(interp, data, skipped)), encoding='utf-8')
+
+def _predictions(interp):
+    "`interp.to_df()` with a column p(class) of each class's probability, after p_pred and p_target"
+    df = interp.to_df()
+    names = [f'p({v})' for v in interp.vocab]
+    if interp.multilabel or set(names) <= set(df.columns) or len(names) != interp.probs.shape[1]: return df
+    at = list(df.columns).index('p_target' if 'p_target' in df.columns else 'p_pred') + 1
+    probs = pd.DataFrame(interp.probs.numpy(), columns=names, index=df.index)
+    return pd.concat([df.iloc[:, :at], probs, df.iloc[:, at:]], axis=1)
+
+_REPORT_FILES = re.compile(r'report\.html|predictions\.csv|.+\.png')
+
+def check_out(out, # The folder a report is to be written into
+    ):
+    "Refuse an `out` that is a file, or a folder holding anything but a report: writing the report replaces it whole"
+    out = Path(out).resolve()
+    here = Path.cwd().resolve()
+    if out == here or out in here.parents:  # renamed away, it would leave the shell in a deleted folder
+        raise ValueError(f"{out} is the current folder or holds it, and a report replaces its folder whole: "
+                         f"choose a folder of its own")
+    if not out.exists(): return
+    if not out.is_dir(): raise ValueError(f"{out} is a file, not a folder")
+    there = sorted(p.name for p in out.iterdir())
+    if not (out/'report.html').is_file(): other = there  # not a report at all
+    else: other = [n for n in there if not ((out/n).is_file() and _REPORT_FILES.fullmatch(n))]
+    if other:
+        names = ', '.join(other[:3]) + (f' and {len(other) - 3} more' if len(other) > 3 else '')
+        raise ValueError(f"{out} holds files that are not a report's ({names}), and a report replaces its folder "
+                         f"whole: choose a new or empty folder")
+
+def _swap_in(tmp, out):
+    "Rename the folder `tmp` to `out`; a report already there (another writer's too) is moved aside, then deleted"
+    aside = []
+    try:
+        for _ in range(100):
+            try: return os.rename(tmp, out)  # atomic, and replaces an empty folder
+            except OSError as e:
+                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST): raise
+            check_out(out)
+            old = out.parent/f'{tmp.name}.old{len(aside)}'
+            try: os.rename(out, old)
+            except FileNotFoundError: continue  # another writer moved it first
+            aside.append(old)
+        raise OSError(f"{out} kept being replaced by other reports written into it at the same time")
+    finally:
+        for o in aside: shutil.rmtree(o, ignore_errors=True)
 
 def _meta(interp, data, skipped):
     learn = interp.learn
@@ -250,16 +361,28 @@ def _meta(interp, data, skipped):
     bits = [f'model <code>{_e(type(learn.model).__name__)}</code>',
             f'loss <code>{_e(str(loss))}</code> &rarr; {_e(act)}',
             f'{len(interp.probs):,} items' + (f' from <code>{_e(str(data))}</code>' if data else '')]
-    if (T := vars(learn).get('temperature')) is not None:  # every probability in the report went through it
-        T = ', '.join(f'{t:.3g}' for t in np.atleast_1d(np.asarray(T, dtype=float)))
-        bits.append(f'temperature T = {T} (from <code>learn.calibrate</code>)')
+    if vars(learn).get('temperature') is not None:  # every probability in the report went through it
+        bits.append(f'<strong>probabilities tempered</strong>: {_e(_probs_note(interp))} '
+                    f'(set by <code>learn.calibrate</code> or by hand before export)')
     if skipped: bits.append(f'<strong>{len(skipped):,} unreadable item(s) skipped</strong>')
     return ' &middot; '.join(bits)
 
-def _files(page, skipped, n=50):
+_COLUMNS = {'item': 'the item', 'target': 'its label', 'prediction': 'the prediction', 'loss': "the item's loss",
+            'p_pred': "the predicted class's probability", 'p_target': "the label's probability"}
+
+def _files(page, df, skipped, multilabel=False, n=50):
     body = '<p>Beside this page:</p><ul class="files">' + ''.join(
         f'<li><a href="{_e(f)}">{_e(f)}</a></li>' for f in ['predictions.csv', *page.files]) + '</ul>'
-    body += '<p><code>predictions.csv</code>: one row per item with its target, prediction, probabilities, loss and every uncertainty measure.</p>'
+    probs = [c for c in df.columns if c.startswith('p(')]
+    cols, measures = [], []
+    for c in df.columns:
+        if c in _COLUMNS: cols.append(f'<code>{c}</code> ({_COLUMNS[c]})')
+        elif probs and c == probs[0]:
+            cols.append(f"<code>{_e(c)}</code> &hellip; <code>{_e(probs[-1])}</code> "
+                        f"(each {'label' if multilabel else 'class'}'s probability)")
+        elif c not in probs: measures.append(f'<code>{_e(c)}</code>')
+    body += (f"<p><code>predictions.csv</code>: one row per item, in the order of the data, with {', '.join(cols)} "
+             f"and the uncertainty measures {', '.join(measures)}.</p>")
     if skipped:
         names = ''.join(f'<li><code>{_e(str(s))}</code></li>' for s in list(skipped)[:n])
         rest = f'<li>... and {len(skipped) - n:,} more</li>' if len(skipped) > n else ''

@@ -8,8 +8,11 @@ from fastai.learner import load_learner
 from fastai.losses import MSELossFlat
 from torchmetrics.functional.classification import multiclass_calibration_error
 
+from scipy.optimize import minimize_scalar
+
 from fastinterp.cli import main, _temperature
 from conftest import raw_outputs
+from test_report import Page, summary_cards
 
 def run(argv, capsys):
     "Run the command in this process: (exit status, stdout, stderr)"
@@ -35,12 +38,16 @@ def test_demo_writes_the_report_and_prints_the_comparison(digits_path, tmp_path,
     assert 'activation used: softmax' in text
     html = (tmp_path/'rep'/'report.html').read_text()
     assert 'What stock fastai shows' in html and 'Test-time augmentation' in html and 'pass 2' in html
-    assert 'Temperature scaling' in html and 'ECE after temperature' in html and 'Temperature scaling: T = ' in text
+    assert 'Temperature scaling' in html and 'ECE before temperature' in html and 'ECE after temperature' in html
+    assert re.search(r'Temperature scaling: T = \S+ fitted on 179 items; ECE on the other 180: \S+% with no '
+                     r'temperature, \S+% at T = ', text)
     assert f"Report: {(tmp_path/'rep'/'report.html').resolve()}" in text
 
 def test_command_line_rejects_an_unknown_loss():
+    "argparse's own errors too: one line, exit status 1, as the README promises for bad input"
     r = subprocess.run([sys.executable, '-m', 'fastinterp.cli', 'demo', '--loss', 'nope'], capture_output=True, text=True)
-    assert r.returncode == 2 and "invalid choice: 'nope'" in r.stderr
+    assert r.returncode == 1 and r.stdout == '' and r.stderr.count('\n') == 1
+    assert r.stderr.startswith("fastinterp demo: error: argument --loss: invalid choice: 'nope'")
 
 @pytest.fixture(scope='module')
 def exported(digits_vision, tmp_path_factory):
@@ -94,13 +101,35 @@ def test_temperature_warning_is_a_line_of_output(digits_vision, digits_path):
     assert 'temperature' not in vars(learn)
 
 def test_report_of_a_learner_exported_with_a_temperature(digits_vision, digits_path, tmp_path, capsys):
+    "One ECE story: each ECE says its items and temperature (the page's: T = 1.5); ECEs compared are of the same items"
     learn = digits_vision
     learn.temperature = 1.5
     try: learn.export(tmp_path/'tempered.pkl')
     finally: del learn.temperature
     code, text, err = run(['report', tmp_path/'tempered.pkl', digits_path/'valid', '--out', tmp_path/'rep', '--k', 2], capsys)
     assert code == 0, err
-    assert 'temperature T = 1.5 (from' in (tmp_path/'rep'/'report.html').read_text()
+    page = Page((tmp_path/'rep'/'report.html').read_text())
+    assert "probabilities tempered: softmax of the outputs / T, the learner's T = 1.5" in ''.join(page.text)
+    items = sorted((digits_path/'valid').glob('*/*.png'))
+    raw = raw_outputs(learn, learn.dls.test_dl(items, with_labels=True))
+    t = torch.tensor([int(f.parent.name) for f in items])
+    idx = np.random.default_rng(0).permutation(len(items))
+    fit, held = (torch.from_numpy(np.sort(h)) for h in (idx[:len(idx) // 2], idx[len(idx) // 2:]))
+    T = minimize_scalar(lambda T: float(F.cross_entropy(raw[fit].double() / T, t[fit])), bounds=(0.01, 100),
+                        method='bounded', options=dict(xatol=1e-9)).x
+    ece = lambda T, i: f"{100 * float(multiclass_calibration_error(torch.softmax(raw[i] / T, 1), t[i], 10)):.2f}%"
+    everything = torch.arange(len(items))
+    cards = summary_cards(page)
+    assert cards["ECE at the learner's T"] == (ece(1.5, held), f"calibration error on {len(held)} held-out items, "
+                                                               f"the learner's T = 1.5")
+    assert cards['ECE at a refitted T'] == (ece(T, held), f'the same {len(held)} items at T = {T:.3g}, '
+                                                          f'fitted on the other {len(fit)}')
+    cal = page.table('calibration').set_index('measure')
+    assert list(cal.columns) == [f'all {len(items)} items', f"{len(held)} held-out, the learner's T = 1.5",
+                                 f'{len(held)} held-out, T = {T:.3g}']
+    assert cal.loc['ECE'].tolist() == [ece(1.5, everything), ece(1.5, held), ece(T, held)]
+    assert (f"ECE on the other {len(held)}: {ece(1.5, held)} at the learner's T = 1.5, "
+            f"{ece(T, held)} at T = {T:.3g}") in text
     df = pd.read_csv(tmp_path/'rep'/'predictions.csv')
     dl = learn.dls.test_dl([digits_path/'valid'/f for f in df['item']], with_labels=True)
     np.testing.assert_allclose(df['p_pred'], torch.softmax(raw_outputs(learn, dl) / 1.5, 1).max(1).values, atol=1e-5)
@@ -121,10 +150,46 @@ def test_report_on_a_csv_skips_unreadable_images(exported, flat_csv, tmp_path, c
     csv, targs = flat_csv
     code, text, err = run(['report', pkl, csv, '--out', tmp_path, '--k', 3], capsys)
     assert code == 0 and report_files(tmp_path), err
+    assert f"{csv}: image paths from column 'file', labels from column 'digit' (its first row is the header)" in text
     assert f"{len(targs)} images from {csv}; 1 could not be read and are skipped" in text
     df = pd.read_csv(tmp_path/'predictions.csv')
     np.testing.assert_array_equal(df['target'], targs)
     assert 'broken.png' in (tmp_path/'report.html').read_text()
+
+def test_csv_without_a_header_keeps_its_first_row(exported, flat_csv, tmp_path, capsys):
+    "Its first row names an image: it is an item, not a header whose image would be neither used nor listed as skipped"
+    pkl, _ = exported
+    csv, targs = flat_csv
+    rows = pd.read_csv(csv, dtype=str)[:20]
+    rows.to_csv(csv.parent/'nohdr.csv', index=False, header=False)
+    code, text, err = run(['report', pkl, csv.parent/'nohdr.csv', '--out', tmp_path/'rep', '--k', 2], capsys)
+    assert code == 0, err
+    assert (f"{csv.parent/'nohdr.csv'}: no header row (its first row is an image): image paths from column 1, "
+            f"labels from column 2") in text
+    assert f"20 images from {csv.parent/'nohdr.csv'}\n" in text
+    df = pd.read_csv(tmp_path/'rep'/'predictions.csv')
+    assert df['item'].tolist() == [str(csv.parent/f) for f in rows['file']]
+    np.testing.assert_array_equal(df['target'], targs[:20])
+    # a first row naming an image that is not there is an item too: skipped and listed, not taken as the header
+    gone = pd.concat([pd.DataFrame({'file': ['img/gone.png'], 'digit': ['3']}), rows])
+    gone.to_csv(csv.parent/'gone.csv', index=False, header=False)
+    code, text, err = run(['report', pkl, csv.parent/'gone.csv', '--out', tmp_path/'rep', '--k', 2], capsys)
+    assert code == 0 and f"20 images from {csv.parent/'gone.csv'}; 1 could not be read and are skipped" in text
+    assert 'gone.png' in (tmp_path/'rep'/'report.html').read_text()
+    # no header: no column has a name to choose
+    code, _, err = run(['report', pkl, csv.parent/'nohdr.csv', '--out', tmp_path/'rep', '--label-col', 'digit'], capsys)
+    assert code == 1 and err.count('\n') == 1 and 'has no header row (its first row is an image, img/' in err
+
+def test_unlabelled_csv_may_have_blank_labels(exported, flat_csv, tmp_path, capsys):
+    "--unlabelled ignores the labels, blank ones too (they were refused, with the advice to pass --unlabelled)"
+    pkl, _ = exported
+    csv, targs = flat_csv
+    pd.read_csv(csv, dtype=str).assign(digit='').to_csv(csv.parent/'blank.csv', index=False)
+    argv = ['report', pkl, csv.parent/'blank.csv', '--out', tmp_path/'rep', '--k', 2, '--unlabelled']
+    code, text, err = run(argv, capsys)
+    assert code == 0, err
+    assert "image paths from column 'file', no labels (--unlabelled)" in text
+    assert len(pd.read_csv(tmp_path/'rep'/'predictions.csv')) == len(targs)
 
 def test_report_unlabelled(exported, digits_path, flat_csv, tmp_path, capsys):
     pkl, _ = exported
@@ -140,7 +205,14 @@ def test_report_unlabelled(exported, digits_path, flat_csv, tmp_path, capsys):
 
 CUSTOM = """
 import torch.nn as nn
+import torch.nn.functional as F
 class MyLoss(nn.CrossEntropyLoss): pass
+class Plain(nn.Module):
+    def forward(self, out, targ, reduction='mean'): return F.cross_entropy(out, targ, reduction=reduction)
+class SumOnly(nn.Module):
+    def forward(self, out, targ): return F.cross_entropy(out, targ)
+import fastinterp
+fastinterp.register_activation(SumOnly, 'softmax', kind='multiclass')
 """
 
 @pytest.fixture(scope='module')
@@ -148,11 +220,17 @@ def custom_loss_learners(digits_path, tmp_path_factory):
     "Learners exported with a custom loss class: defined in a module of their folder, and defined in `__main__` (plain pickle)"
     d = tmp_path_factory.mktemp('custom')
     (d/'mylosses.py').write_text(CUSTOM)
+    (d/'register_plain.py').write_text("import fastinterp, mylosses\n"
+                                       "fastinterp.register_activation(mylosses.Plain, 'softmax', kind='multiclass')\n")
     (d/'export_them.py').write_text(CUSTOM + textwrap.dedent(f"""
         import pickle
         import mylosses
         from fastinterp.data import digits_learner
         digits_learner({str(digits_path)!r}, loss_func=mylosses.MyLoss()).export({str(d/'module.pkl')!r})
+        digits_learner({str(digits_path)!r}, loss_func=mylosses.Plain()).export({str(d/'plain.pkl')!r})
+        digits_learner({str(digits_path)!r}, loss_func=mylosses.SumOnly()).export({str(d/'sumonly.pkl')!r})
+        digits_learner({str(digits_path)!r}, loss_func=mylosses.Plain(), final=nn.Softmax(1)).export(
+            {str(d/'softmaxed.pkl')!r})
         # fastai 2.8 exports with cloudpickle, which copies a class of __main__ into the file; plain pickle (older fastai) does not
         digits_learner({str(digits_path)!r}, loss_func=MyLoss()).export({str(d/'main.pkl')!r}, pickle_module=pickle)
         """))
@@ -177,6 +255,46 @@ def test_custom_loss_needs_import(custom_loss_learners, digits_path, tmp_path, c
         sys.modules.pop('mylosses', None)
     assert code == 0, err
     assert 'accuracy' in text and 'MyLoss' in (tmp_path/'report.html').read_text()
+
+@pytest.fixture
+def custom_here(custom_loss_learners, monkeypatch):
+    "Run from the folder of the custom losses; sys.path, __main__ and sys.modules are left as they were"
+    monkeypatch.chdir(custom_loss_learners)
+    monkeypatch.setattr(sys, 'path', list(sys.path))
+    main_vars = set(vars(sys.modules['__main__']))
+    yield custom_loss_learners
+    for k in set(vars(sys.modules['__main__'])) - main_vars: delattr(sys.modules['__main__'], k)
+    for m in ('mylosses', 'register_plain'): sys.modules.pop(m, None)
+
+def test_unknown_loss_says_what_the_command_user_can_do(custom_here, digits_path, tmp_path, capsys):
+    "A loss fastinterp does not know: the command has no act=, its user can --import a module that registers the loss"
+    d = custom_here
+    argv = ['report', d/'plain.pkl', digits_path/'valid', '--out', tmp_path/'rep', '--k', 2, '--import', 'mylosses']
+    code, _, err = run(argv, capsys)
+    assert code == 1 and err.count('\n') == 1 and 'act=' not in err
+    assert err.startswith(f"fastinterp report: error: {d/'plain.pkl'} was trained with the loss Plain, whose "
+                          f"final activation fastinterp does not know, and the model's outputs are not "
+                          f"probabilities: --import a module of yours that registers its activation, e.g. with "
+                          f"fastinterp.register_activation(mylosses.Plain, 'softmax', kind='multiclass')")
+    # outputs that are probabilities already: taken as they are, and the command says so
+    code, text, err = run(['report', d/'softmaxed.pkl', *argv[2:]], capsys)
+    assert code == 0 and err == '', err
+    assert ("Note: fastinterp does not know the final activation of the loss Plain, so the model's outputs, which "
+            "lie in [0, 1], are taken as probabilities as they are. If they are not: --import a module") in text
+    assert 'Temperature scaling skipped: it divides logits' in text
+    code, text, err = run(argv + ['--import', 'register_plain'], capsys)
+    assert code == 0 and err == '', err
+    assert 'softmax' in (tmp_path/'rep'/'report.html').read_text()
+
+def test_a_warning_is_one_line(custom_here, digits_path, tmp_path, capsys):
+    "A loss with no per-item losses: a one-line warning, and a report without top losses (it was a traceback)"
+    argv = ['report', custom_here/'sumonly.pkl', digits_path/'valid', '--out', tmp_path/'rep', '--k', 2,
+            '--import', 'mylosses']
+    code, text, err = run(argv, capsys)
+    assert code == 0 and err.count('\n') == 1, err
+    assert err.startswith('fastinterp report: warning: ') and 'takes no `reduction` argument' in err
+    assert 'No per-item losses' in (tmp_path/'rep'/'report.html').read_text()
+    assert 'Temperature scaling: T = ' in text
 
 @pytest.fixture(scope='module')
 def bad(exported, digits_path, tmp_path_factory):
@@ -214,17 +332,19 @@ def bad(exported, digits_path, tmp_path_factory):
     ('LEARN', 'empty', [], 'no images in {d}/empty'),
     ('LEARN', 'broken', [], 'none of the 2 images listed in {d}/broken can be read (e.g. {d}/broken/a.png: not an image PIL can open)'),
     ('LEARN', 'a file', [], "cannot read {d}/a file as a CSV (No columns to parse from file); DATA is an image folder or a CSV"),
-    ('LEARN', 'valid', ['--out', 'OUTFILE'], 'cannot create the report folder {d}/a file (--out): File exists'),
+    ('LEARN', 'valid', ['--out', 'OUTFILE'], '--out {d}/a file is a file, not a folder'),
+    ('LEARN', 'valid', ['--out', 'NOTREPORT'], "--out {d}/mixed holds files that are not a report's (3, loose.png), "
+                                               "and a report replaces its folder whole: choose a new or empty folder"),
     ('LEARN', 'unknown.csv', [], "labels the learner does not know: 'cat', 'dog' (it knows '0', '1',"),
     ('LEARN', 'unknown.csv', ['--label-col', 'digit'], "has no column 'digit' (--label-col); its columns: file, label"),
-    ('LEARN', 'nolabel.csv', [], "1 row(s) of {d}/nolabel.csv have no 'label'"),
+    ('LEARN', 'nolabel.csv', [], "1 row(s) of {d}/nolabel.csv have no label in column 'label'"),
     ('LEARN', 'mixed', [], '1 image(s) sit directly in {d}/mixed, outside any class folder (e.g. loose.png)'),
     ('LEARN', 'valid', ['--import', 'no_such_module_here'], 'cannot import no_such_module_here (--import): ModuleNotFoundError'),
 ])
 def test_bad_input_is_one_line_and_exit_1(bad, exported, digits_path, tmp_path, capsys, learner, data, extra, message):
     learner = exported[0] if learner == 'LEARN' else bad/learner
     data = digits_path/'valid' if data == 'valid' else bad/data
-    extra = [bad/'a file' if a == 'OUTFILE' else a for a in extra]
+    extra = [{'OUTFILE': bad/'a file', 'NOTREPORT': bad/'mixed'}.get(a, a) for a in extra]
     code, out, err = run(['report', learner, data, '--out', tmp_path/'rep', *extra], capsys)
     assert code == 1
     assert err.count('\n') == 1 and err.startswith('fastinterp report: error: ') and 'Traceback' not in err
@@ -239,12 +359,28 @@ def test_bad_input_from_the_console_script(tmp_path):
     assert r.returncode == 1 and r.stdout == ''
     assert r.stderr == f"fastinterp report: error: no such file: {tmp_path/'nope.pkl'}\n"
 
-def test_bad_arguments_are_usage_errors(capsys):
-    for argv, msg in [(['demo', '--k', '0'], '--k must be 1 or more'), (['report', 'x.pkl'], 'the following arguments are required: DATA'),
-                      (['report', 'x.pkl', 'd', '--tta', '-1'], '--tta must be 0 or more'),
-                      (['demo', '--epochs', '0'], '--epochs must be 1 or more')]:
-        code, _, err = run(argv, capsys)
-        assert code == 2 and msg in err
+@pytest.mark.parametrize('argv, msg', [
+    (['demo', '--k', '0'], 'fastinterp demo: error: --k must be a whole number, 1 or more, got 0'),
+    (['demo', '--k', '-1'], 'fastinterp demo: error: --k must be a whole number, 1 or more, got -1'),
+    (['report', 'x.pkl', 'd', '--tta', '-3'], 'report: error: --tta must be a whole number, 0 or more, got -3'),
+    (['report', 'x.pkl', 'd', '--k', '0'], 'fastinterp report: error: --k must be a whole number, 1 or more, got 0'),
+    (['demo', '--epochs', '0'], 'fastinterp demo: error: --epochs must be a whole number, 1 or more, got 0'),
+    (['report', 'x.pkl'], 'report: error: the following arguments are required: DATA (see fastinterp report --help)'),
+    (['demo', '--k', 'many'], "fastinterp demo: error: argument --k: invalid int value: 'many'"),
+    (['report', 'x.pkl', 'd', '--frobnicate'], 'fastinterp report: error: unrecognized arguments: --frobnicate (see '
+                                               'fastinterp report --help)'),
+    ([], 'fastinterp: error: the following arguments are required: {demo,report}')])
+def test_bad_arguments_are_one_line_and_exit_1(argv, msg, capsys):
+    "Checked before anything is loaded: x.pkl and d need not exist"
+    code, out, err = run(argv, capsys)
+    assert code == 1 and out == '' and err.count('\n') == 1 and msg in err and 'usage:' not in err
+
+def test_bad_numbers_from_python_too(digits_path, tmp_path):
+    "demo() and report() check their numbers themselves: the command line is not the only way in"
+    from fastinterp.cli import BadInput, demo, report
+    with pytest.raises(BadInput, match='--k must be a whole number, 1 or more, got 0'):
+        report('x.pkl', digits_path, tmp_path, k=0)
+    with pytest.raises(BadInput, match='--epochs must be a whole number'): demo(tmp_path/'rep', digits_path, epochs=0)
 
 def test_demo_data_that_is_not_a_folder(bad, tmp_path, capsys):
     code, _, err = run(['demo', '--data', bad/'a file', '--out', tmp_path/'rep'], capsys)

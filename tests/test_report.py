@@ -1,5 +1,5 @@
 "The HTML report: every section and every image there, the numbers in it checked against independent computations"
-import base64, io
+import base64, io, re
 from html.parser import HTMLParser
 import numpy as np, pandas as pd, pytest, torch
 import torch.nn as nn
@@ -9,6 +9,7 @@ from torchmetrics.functional.classification import multiclass_calibration_error
 import matplotlib.pyplot as plt
 from PIL import Image
 
+import fastinterp
 from fastinterp.interpret import ClassificationInterpretation
 from fastinterp.report import write_report
 from conftest import raw_outputs, plain_learner, fit_quietly
@@ -93,11 +94,19 @@ def test_headline_and_tables_match_independent_computations(labelled, reference)
     p, t = torch.from_numpy(probs), torch.from_numpy(targs)
     ece = float(multiclass_calibration_error(p, t, num_classes=10, n_bins=15, norm='l1'))
     mce = float(multiclass_calibration_error(p, t, num_classes=10, n_bins=15, norm='max'))
-    assert cards['ECE'][0] == f'{100 * ece:.2f}%'
+    assert cards['ECE'] == (f'{100 * ece:.2f}%', f'calibration error on all {len(targs)} items, no temperature')
     cal = page.table('calibration').set_index('measure').iloc[:, 0]
-    assert cal['ECE'] == f'{100 * ece:.2f}%' and cal['MCE (worst bin)'] == f'{100 * mce:.2f}%'
+    assert cal.name == f'all {len(targs)} items'
+    # the worst bin, by hand: bin i holds confidences in [i/15, (i+1)/15), a confidence of 1 a bin of its own
+    conf, right = probs.max(1), probs.argmax(1) == targs
+    b = np.minimum(np.floor(conf.astype(np.float64) * 15), 15)
+    gaps = {i: abs(right[b == i].mean() - conf[b == i].mean()) for i in np.unique(b)}
+    worst = int((b == max(gaps, key=gaps.get)).sum())
+    assert cal['ECE'] == f'{100 * ece:.2f}%'
+    assert cal['MCE (the worst bin alone)'] == f"{100 * mce:.2f}% ({worst} item{'s' * (worst != 1)})"
     brier = ((probs - np.eye(10)[targs]) ** 2).sum(1).mean()
-    assert float(cal['Brier score']) == pytest.approx(brier, abs=6e-5) and float(cal['NLL']) == pytest.approx(losses.mean(), abs=6e-5)
+    assert float(cal['Brier score']) == pytest.approx(brier, abs=6e-5)
+    assert float(cal['NLL (nats)']) == pytest.approx(losses.mean(), abs=6e-5)
     # most confused pairs: sklearn's confusion matrix, off the diagonal, most first
     cm = skm.confusion_matrix(targs, probs.argmax(1), labels=range(10))
     np.fill_diagonal(cm, 0)
@@ -131,6 +140,18 @@ def test_per_class_table_and_csv(labelled, reference):
     np.testing.assert_array_equal(df['target'], targs)
     np.testing.assert_allclose(df['loss'], losses, atol=1e-4)
 
+def test_csv_has_every_class_probability(labelled, reference):
+    "The README's 'probabilities': a column p(class) per class, beside p_pred and p_target"
+    path, page, interp, _ = labelled
+    probs, targs, _ = reference
+    df = pd.read_csv(path.parent/'predictions.csv')
+    cols = [f'p({c})' for c in range(10)]
+    assert list(df.columns[:15]) == ['item', 'target', 'prediction', 'p_pred', 'p_target', *cols]
+    np.testing.assert_allclose(df[cols].values, probs, atol=1e-6)
+    np.testing.assert_allclose(df[cols].values, interp.probs.numpy(), atol=1e-6)
+    np.testing.assert_allclose(df['p_target'], probs[np.arange(len(targs)), targs], atol=1e-6)
+    assert 'p(0)</code> &hellip; <code>p(9)</code> (each class' in path.read_text()
+
 def test_skipped_items_listed(labelled):
     _, page, _, _ = labelled
     assert 'broken/one.png' in ' '.join(page.sections['files'])
@@ -146,6 +167,7 @@ def test_unlabelled_report_has_the_uncertainty_part_only(digits_vision, digits_p
     assert len(decoded_pngs(page)) == 1 + len(set(interp.decoded.tolist()))
     df = pd.read_csv(tmp_path/'predictions.csv')
     assert len(df) == len(files) and 'target' not in df.columns
+    np.testing.assert_allclose(df[[f'p({c})' for c in range(10)]].values, interp.probs.numpy(), atol=1e-6)
 
 def test_per_class_report_leaves_out_classes_absent_from_the_data(digits_vision, digits_path, tmp_path):
     learn = digits_vision
@@ -179,3 +201,86 @@ def test_multilabel_report(digits_arrays, tmp_path):
     np.testing.assert_allclose(pc.loc[['0', '1', '2'], 'precision'].astype(float), prec, atol=5e-4)
     np.testing.assert_allclose(pc.loc[['0', '1', '2'], 'recall'].astype(float), rec, atol=5e-4)
     assert len(decoded_pngs(page)) == 2
+
+def test_class_galleries_have_one_file_each(digits_arrays, tmp_path):
+    "Names one slug merges ('caf?', 'cafè', 'café' are all 'caf'): a file of their own each, named by their index"
+    X, y = digits_arrays
+    learn = fit_quietly(plain_learner(X[y < 3], y[y < 3], nn.CrossEntropyLoss(), 3), 2)
+    with learn.no_bar(): interp = ClassificationInterpretation.from_learner(learn)
+    interp.vocab = ['caf?', 'cafè', 'café']
+    assert sorted(set(interp.decoded.tolist())) == [0, 1, 2]  # a gallery for each
+    path = write_report(interp, tmp_path/'rep', k=2)
+    page = Page(path.read_text())
+    names = [f'most_uncertain_{i}_caf.png' for i in range(3)]
+    assert sorted(p.name for p in path.parent.glob('most_uncertain_*_*.png')) == names
+    strips = [d for s, d, _ in decoded_pngs(page) if s == 'uncertain-per-class']
+    assert sorted(strips) == sorted((path.parent/n).read_bytes() for n in names) and len(set(strips)) == 3
+    listed = re.findall(r'<li><a href="([^"]+)">', path.read_text())
+    assert len(listed) == len(set(listed)) and set(names) <= set(listed)
+
+class WrittenOver(ClassificationInterpretation):
+    "An interpretation that lets another report be written into the same folder while its own is half written"
+    during = None
+    def plot_top_losses(self, *args, **kwargs):
+        if self.during is not None: during, self.during = self.during, None; during()
+        return super().plot_top_losses(*args, **kwargs)
+
+def assert_whole(out, interp):
+    "`out` holds one whole report, of `interp`: its page, its predictions, its images and nothing else"
+    text = (out/'report.html').read_text()
+    pngs = {p.name: p.read_bytes() for p in out.glob('*.png')}
+    assert {p.name for p in out.iterdir()} == {'report.html', 'predictions.csv', *pngs}
+    assert sorted(d for _, d, _ in decoded_pngs(Page(text))) == sorted(pngs.values())
+    assert sorted(re.findall(r'<li><a href="([^"]+)">', text)) == sorted(['predictions.csv', *pngs])
+    assert pd.read_csv(out/'predictions.csv')['item'].tolist() == [str(f) for f in interp.dl.items]
+    assert f'{len(interp.dl.items)} items' in text
+
+def test_a_report_is_written_whole(digits_vision, digits_path, tmp_path):
+    "Written beside its folder, renamed to it: another report written at the same time, or an older one, never mixes in"
+    learn = digits_vision
+    dl_of = lambda g: learn.dls.test_dl(sorted((digits_path/'valid').glob(f'{g}/*.png')), with_labels=True)
+    with learn.no_bar():
+        a = WrittenOver.from_learner(learn, dl=dl_of('[38]'))
+        b = ClassificationInterpretation.from_learner(learn, dl=dl_of('[17]'))
+    out = tmp_path/'rep'
+    a.during = lambda: write_report(b, out, k=2)  # b is written, whole, while a is half written
+    write_report(a, out, k=3)
+    assert a.during is None  # b was written meanwhile
+    assert_whole(out, a)
+    assert [p.name for p in tmp_path.iterdir()] == ['rep']  # no folder left behind
+    write_report(b, out, k=2)  # over an older report: a's galleries of its classes 3 and 8 go with it
+    assert_whole(out, b)
+    assert [p.name for p in tmp_path.iterdir()] == ['rep']
+
+def test_a_folder_that_is_not_a_report_is_refused(digits_vision, digits_path, tmp_path, monkeypatch):
+    "A report replaces its folder whole: a folder of other files, or a file, is refused and left as it was"
+    learn = digits_vision
+    with learn.no_bar(): interp = ClassificationInterpretation.from_learner(learn, dl=learn.dls.test_dl(
+        sorted((digits_path/'valid').glob('3/*.png'))[:8]))
+    (tmp_path/'mine').mkdir(); (tmp_path/'mine'/'notes.txt').write_text('mine')
+    with pytest.raises(ValueError, match=r"mine holds files that are not a report's \(notes.txt\), and a report"):
+        write_report(interp, tmp_path/'mine')
+    (tmp_path/'file').write_text('mine')
+    with pytest.raises(ValueError, match='file is a file, not a folder'): write_report(interp, tmp_path/'file')
+    assert (tmp_path/'mine'/'notes.txt').read_text() == (tmp_path/'file').read_text() == 'mine'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['file', 'mine']
+    (tmp_path/'empty').mkdir()
+    monkeypatch.chdir(tmp_path/'empty')  # renamed away, the current folder would leave its shell in a deleted folder
+    with pytest.raises(ValueError, match='empty is the current folder or holds it'): write_report(interp, '.')
+    monkeypatch.chdir(tmp_path)
+    assert write_report(interp, tmp_path/'empty', k=2) == tmp_path/'empty'/'report.html'
+
+class SumOnly(nn.Module):
+    "A loss that takes no `reduction`: no per-item losses"
+    def forward(self, out, targ): return F.cross_entropy(out, targ)
+
+def test_report_without_per_item_losses(digits_arrays, tmp_path):
+    "The top losses say why they are missing, every other section is there"
+    fastinterp.register_activation(SumOnly, 'softmax', kind='multiclass')
+    X, y = digits_arrays
+    learn = fit_quietly(plain_learner(X, y, SumOnly(), 10), 1)
+    with learn.no_bar(), pytest.warns(UserWarning, match='no `reduction` argument'):
+        interp = ClassificationInterpretation.from_learner(learn)
+    page = Page(write_report(interp, tmp_path, k=2).read_text())
+    assert 'No per-item losses' in ''.join(page.sections['top-losses'])
+    assert 'calibration' in page.sections and 'loss' not in pd.read_csv(tmp_path/'predictions.csv').columns
