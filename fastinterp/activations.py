@@ -42,6 +42,12 @@ class LossActivation:
     expects: str = 'logits' # What the model must output for `act` to be right
     thresh: float = 0.5 # Threshold of a multilabel prediction
 
+    def __repr__(self):
+        "What the loss resolves to, without the functions' addresses"
+        extra = f", thresh={self.thresh}" if self.kind == 'multilabel' else ''
+        return (f"LossActivation(loss={self.loss!r}, name={self.name!r}, kind={self.kind!r}, expects={self.expects!r}, "
+                f"axis={self.axis}{extra})")
+
     def check(self, out):
         "Raise on outputs whose shape does not fit `kind`; warn when a softmax runs over a single output"
         if not isinstance(out, torch.Tensor) or self.kind != 'multiclass': return
@@ -125,6 +131,14 @@ def _lookup(inner):
     for c in (inner if isinstance(inner, type) else type(inner)).__mro__:
         if c in _registry: return _registry[c]
 
+def _wraps(loss):
+    "A hint naming the registered losses a loss module holds: what its forward does with them is not known here"
+    if not isinstance(loss, nn.Module): return ''
+    held = {f"{type(m).__name__} ({e.name})" for m in loss.modules() if m is not loss and (e := _lookup(m)) is not None}
+    if not held: return ''
+    return (f" It holds {', '.join(sorted(held))}: if its outputs go through that loss, register it with the same "
+            f"activation.")
+
 def activation_for(loss_func):
     "The `LossActivation` of `loss_func`: the loss's own `activation`/`decodes` win, then the registry"
     return _activation_for(loss_func, warn=True)
@@ -152,7 +166,7 @@ def _activation_for(loss_func, warn):
         except TypeError: first = True
         if first and warn:
             warnings.warn(f"fastinterp does not know the final activation of the loss {name}, so its predictions are "
-                          f"returned unchanged. Register it once, e.g.: "
+                          f"returned unchanged.{_wraps(inner)} Register it once, e.g.: "
                           f"fastinterp.register_activation({_path(inner)}, 'softmax', kind='multiclass')", stacklevel=3)
         e = _Entry('identity', ACTIVATIONS['identity'][0], _unchanged, 'unknown', axis, 'probabilities')
     return _bind(e, name, axis)

@@ -11,14 +11,17 @@ import numpy as np, pandas as pd, torch
 import torch.nn as nn
 import torch.nn.functional as F
 import matplotlib.pyplot as plt
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from fastcore.basics import noop, store_attr
 from fastai.callback.core import Callback, TrainEvalCallback
 from fastai.learner import Learner
 
 from .activations import activation_for
-from .preds import activate, add_patch, stock_get_preds, tempered
+from .loaders import inference_dl
+from .preds import activate, add_patch, stock_get_preds, tempered, thresh_at
 from .uncertainty import check_finite, _as_probs
-from .tta import item_nll, class_targets
+from .tta import item_nll, class_targets, _PassProgress, _own_bars
 
 class CalibrationBins(NamedTuple):
     "Per-bin sums every calibration figure is computed from: sums of batches (or processes) add up to those of the whole"
@@ -118,64 +121,106 @@ def calibration_metrics(probs, targs,
     "ECE, MCE, Brier score, NLL and accuracy (multilabel: of every label decision, plus each label's ECE)"
     p, t = _checked(probs, targs, multilabel)
     bins = calibration_bins(p, t, n_bins, multilabel)
+    thresh = torch.as_tensor(thresh)  # one for all, one per label (L,), or one per decision (N, L)
+    if multilabel and thresh.numel() == p.numel() > 1: thresh = thresh.reshape(p.shape)
     acc = ((p > thresh) == t.bool()).double().mean() if multilabel else (p.argmax(1) == t).double().mean()
     res = {'ece': float(ece_from_bins(bins)), 'mce': float(mce_from_bins(bins)), 'brier': brier(p, t, multilabel),
            'nll': nll(p, t, multilabel), 'accuracy': float(acc)}
     if multilabel: res['label_ece'] = pd.Series(label_ece(p, t, n_bins).numpy(), index=labels, name='ece')
     return res
 
-def _pct(x): return f"{100 * x:.2f}%"
-def _count(k): return f'{k}' if k < 1000 else f'{k / 1000:.1f}k' if k < 10_000 else f'{k / 1000:.0f}k'
+def _pct(x):
+    "`x` as a percentage with 2 decimals; 100.00% and 0.00% only for exactly 1 and 0 (else 4 decimals, or a bound)"
+    for d in (2, 4):
+        s = f"{100 * x:.{d}f}"
+        if not 0 < x < 1 or 0 < float(s) < 100: return s + '%'
+    return '>99.9999%' if x > 0.5 else '<0.0001%'
+def _count(k): return f'{k}' if k < 1000 else f'{k / 1000:.1f}k' if k < 9950 else f'{k / 1000:.0f}k'
+def _items(k): return f"{k:,} item{'' if k == 1 else 's'}"
 
 # Beside each panel: bars above the diagonal (under-confident bins) and below it (over-confident ones) can fill every corner
 _BESIDE = dict(loc='upper left', bbox_to_anchor=(1.02, 1), borderaxespad=0, fontsize=8, frameon=False)
+# Opaque colours, so that a gap reads the same over a bar (under-confident) as over the white above it (over-confident)
+_BAR, _FEW, _EDGE = '#3b75af', '#b4cde6', '#1d3f63'
+_GAP, _GAP_FEW, _RED = '#f5c9c9', '#fbe9e9', '#d62728'
 
 def reliability_diagram(probs, targs,
         n_bins:int=15, # Equal-width confidence bins
         multilabel:bool=False, # Each column is an independent label: p(label) against how often the label is on, pooled
         title:str|None=None, # First line of the title; the figures follow it
         figsize=(7.2, 6.4), # Size of the figure, legends beside the panels included
+        min_count:int|None=None, # Bins of fewer items are drawn lighter (they say little); max(5, 1% of items)
     ):
-    "Reliability diagram (Guo et al. 2017): accuracy per confidence bin against the diagonal, gap shaded, confidence histogram beneath"
-    return reliability_diagram_from_bins(calibration_bins(probs, targs, n_bins, multilabel), multilabel, title, figsize)
+    "Reliability diagram (Guo et al. 2017): accuracy per confidence bin against the diagonal, a histogram beneath"
+    bins = calibration_bins(probs, targs, n_bins, multilabel)
+    return reliability_diagram_from_bins(bins, multilabel, title, figsize, min_count)
 
-def reliability_diagram_from_bins(bins:CalibrationBins, # Sums of one set of predictions, shape (n_bins+1,): `calibration_bins`, or streamed
+def _mce_line(gap, count, few, min_count):
+    "What the MCE is over: the non-empty bins, the worst one's size, and the MCE of the bins that are not few"
+    worst = int(np.argmax(gap))
+    line = (f"MCE {_pct(float(gap[worst]))}: largest gap of the {len(gap)} non-empty bins, "
+            f"in one of {_items(int(count[worst]))}")
+    if few.any() and (~few).any():
+        line += f"\nover the {int((~few).sum())} bins of {min_count}+ items only: MCE {_pct(float(gap[~few].max()))}"
+    return line
+
+def reliability_diagram_from_bins(bins:CalibrationBins, # Sums of one set of predictions, shape (n_bins+1,), as streamed
         multilabel:bool=False, # The sums pool independent labels: p(label) against how often the label is on
         title:str|None=None, # First line of the title; the figures follow it
         figsize=(7.2, 6.4), # Size of the figure, legends beside the panels included
+        min_count:int|None=None, # Bins of fewer items are drawn lighter (they say little); max(5, 1% of items)
     ):
     "`reliability_diagram` drawn from per-bin sums, which batches and processes add up: no item needs to be kept"
     if bins.count.ndim != 1 or len(bins.count) < 2:
-        raise ValueError(f"A reliability diagram is drawn from the bins of one set of predictions, shape (n_bins+1,), got shape "
-                         f"{tuple(bins.count.shape)}. For one label of label_calibration_bins: CalibrationBins(*(x[label] for x in bins))")
+        raise ValueError(f"A reliability diagram is drawn from the bins of one set of predictions, shape (n_bins+1,), "
+                         f"got shape {tuple(bins.count.shape)}. For one label of label_calibration_bins: "
+                         f"CalibrationBins(*(x[label] for x in bins))")
     if not bins.count.sum(): raise ValueError("A reliability diagram needs at least one item in the bins")
     n_bins = len(bins.count) - 1
     # torchmetrics' last bin holds a confidence of exactly 1: drawn inside the bin below it
     count, conf, hit = (torch.cat([x[:-2], x[-2:].sum(0, keepdim=True)]).numpy() for x in bins)
     has, w, n = count > 0, 1 / n_bins, int(count.sum())
-    left = (np.arange(n_bins) * w)[has]
-    acc, mconf = hit[has] / count[has], conf[has] / count[has]
+    if min_count is None: min_count = max(5, math.ceil(0.01 * n))
+    left, k = (np.arange(n_bins) * w)[has], count[has]
+    acc, mconf = hit[has] / k, conf[has] / k
+    few = k < min_count
     obs, conf_name = ('observed frequency', 'mean probability') if multilabel else ('accuracy', 'mean confidence')
     overall, mean_conf = float(bins.correct.sum()) / n, float(bins.confidence.sum()) / n
 
-    fig, (ax, hx) = plt.subplots(2, 1, figsize=figsize, sharex=True, layout='constrained', gridspec_kw={'height_ratios': [3, 1.1]})
+    fig, (ax, hx) = plt.subplots(2, 1, figsize=figsize, sharex=True, layout='constrained',
+                                 gridspec_kw={'height_ratios': [3, 1.1]})
     ax.plot([0, 1], [0, 1], '--', color='0.25', linewidth=1.2, label='Perfect calibration', zorder=5)
-    ax.bar(left, acc, w, align='edge', color='#3b75af', edgecolor='#1d3f63', linewidth=0.8, label=obs.capitalize(), zorder=2)
-    ax.hlines(mconf, left, left + w, color='#d62728', linewidth=1.6, label=f'{conf_name.capitalize()} in the bin', zorder=4)
-    ax.bar(left, mconf - acc, w, bottom=acc, align='edge', color='#d62728', alpha=0.25, edgecolor='#d62728', hatch='///',
-           linewidth=0.6, label='Gap', zorder=3)
+    bars = ax.bar(left, acc, w, align='edge', color=np.where(few, _FEW, _BAR), edgecolor=_EDGE, linewidth=0.8, zorder=2)
+    # the gap opaque and over the bar: an under-confident one covers the bar's top, whose outline still marks it
+    gaps = ax.bar(left, mconf - acc, w, bottom=acc, align='edge', color=np.where(few, _GAP_FEW, _GAP),
+                  edgecolor=np.where(few, '#eba9a9', _RED), hatch='///', linewidth=0.6, zorder=3)
+    ax.bar(left, acc, w, align='edge', fill=False, edgecolor=_EDGE, linewidth=0.8, zorder=3.5)
+    for f, b, g in zip(few, bars, gaps):
+        if f: b.set_hatch('..')
+    ax.hlines(mconf, left, left + w, color=_RED, linewidth=1.6, zorder=4)
+    handles = [Line2D([], [], color='0.25', linestyle='--', linewidth=1.2, label='Perfect calibration'),
+               Line2D([], [], color=_RED, linewidth=1.6, label=f'{conf_name.capitalize()} in the bin'),
+               Patch(facecolor=_BAR, edgecolor=_EDGE, label=obs.capitalize()),
+               Patch(facecolor=_GAP, edgecolor=_RED, hatch='///', label='Gap (over- or under-confident)')]
+    if few.any():
+        handles.append(Patch(facecolor=_FEW, edgecolor=_EDGE, hatch='..',
+                             label=f'Bin of fewer than {min_count} items:\nsays little'))
     ax.set(xlim=(0, 1), ylim=(0, 1), ylabel=obs.capitalize())
-    ax.legend(**_BESIDE)
+    ax.legend(handles=handles, **_BESIDE)
     ax.grid(alpha=0.25, zorder=0)
     head = title or ('Reliability diagram' + (', all labels pooled' if multilabel else ''))
-    ax.set_title(f"{head}\nECE {_pct(float(ece_from_bins(bins)))} · MCE {_pct(float(mce_from_bins(bins)))} · {n_bins} bins", fontsize=10)
+    ax.set_title(f"{head}\nECE {_pct(float(ece_from_bins(bins)))} · {n_bins} bins\n"
+                 f"{_mce_line(np.abs(acc - mconf), k, few, min_count)}", fontsize=10)
 
-    hx.bar(left, count[has] / n, w, align='edge', color='0.6', edgecolor='white', linewidth=0.8, zorder=2)
-    for x, k in zip(left + w / 2, count[has]):  # a bar of 3 items says little: every bin shows how many it holds
-        hx.text(x, k / n * 1.4, _count(k), ha='center', va='bottom', fontsize=7, color='0.25', zorder=4,
+    hbars = hx.bar(left, k / n, w, align='edge', color=np.where(few, '0.82', '0.6'), edgecolor='white', linewidth=0.8,
+                   zorder=2)
+    for f, b in zip(few, hbars):
+        if f: b.set(hatch='..', edgecolor='0.6')
+    for x, c in zip(left + w / 2, k):  # a bar of 3 items says little: every bin shows how many it holds
+        hx.text(x, c / n * 1.4, _count(c), ha='center', va='bottom', fontsize=7, color='0.25', zorder=4,
                 bbox=dict(boxstyle='square,pad=0.1', fc='white', ec='none', alpha=0.8))  # readable where a line crosses it
-    hx.axvline(overall, color='#3b75af', linewidth=1.5, label=f'{obs} {_pct(overall)}', zorder=3)
-    hx.axvline(mean_conf, color='#d62728', linestyle='--', linewidth=1.5, label=f'{conf_name} {_pct(mean_conf)}', zorder=3)
+    hx.axvline(overall, color=_BAR, linewidth=1.5, label=f'{obs} {_pct(overall)}', zorder=3)
+    hx.axvline(mean_conf, color=_RED, linestyle='--', linewidth=1.5, label=f'{conf_name} {_pct(mean_conf)}', zorder=3)
     hx.legend(**_BESIDE)
     hx.set(yscale='log', ylim=(min(0.5 / n, 0.1), 6), ylabel=f"share of {n:,}\n{'predictions' if multilabel else 'items'} (log)",
            xlabel='Predicted probability, every label' if multilabel else 'Confidence (top-label probability)')
@@ -246,13 +291,31 @@ def _scalable(learn):
                         f"the loss that applies it (nn.BCEWithLogitsLoss, nn.CrossEntropyLoss).")
     return rec
 
+_MIN_HALF = 20  # fewest items in each half of a cross-fitted judgement of T
+
+def _cross_fitted(out, targs, rec, seed):
+    "Each half of the items tempered by the T fitted on the other half, and each item's decision threshold at its T"
+    ml = rec.kind == 'multilabel'
+    order = torch.randperm(len(out), generator=torch.Generator().manual_seed(seed))
+    halves = order[:len(out) // 2], order[len(out) // 2:]
+    after, thresh = torch.empty_like(rec.act(out)), torch.full(out.shape if ml else (len(out),), float(rec.thresh))
+    for fit, judge in (halves, halves[::-1]):
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # a half stopping at a bound: the fit on every item says so
+            T = fit_temperature(out[fit], targs[fit], ml)
+        after[judge] = tempered(out[judge], T, rec)
+        if ml: thresh[judge] = torch.as_tensor(thresh_at(rec.thresh, T)).float()
+    return after, thresh
+
 def calibrate(self:Learner,
         dl=None, # Held-out labelled `DataLoader` to fit T on; the validation set if None (`ds_idx`), as Guo et al. (2017)
         ds_idx:int=1, # Index of `self.dls` when `dl` is None
         n_bins:int=15, # Bins of the ECE reported
         quiet:bool=False, # Do not print the summary
+        held_out:bool=True, # Judge T on items its fit did not see: each half tempered by the T of the other half
+        seed:int=0, # Seed of the split into halves
     )->pd.DataFrame:
-    "Fit a temperature T on held-out outputs (least NLL) so get_preds, predict, tta and interpretation give softmax(out / T); figures at T = 1 and T"
+    "Fit a temperature T (least NLL) used by get_preds, predict, tta and interpretation; figures before and after"
     rec = _scalable(self)
     out, targs = stock_get_preds(self, ds_idx=ds_idx, dl=dl, act=noop)[:2]
     if not isinstance(targs, torch.Tensor) or not targs.numel():
@@ -266,27 +329,36 @@ def calibrate(self:Learner,
     if not torch.allclose(before, tempered(out, 1., rec), atol=1e-5):
         raise TypeError(f"The activation of {rec.loss} ({rec.name}) is not a {'sigmoid' if ml else 'softmax'} of the model's "
                         f"outputs, and temperature scaling is defined for those.")
-    T = fit_temperature(out, targs, ml)
-    after = tempered(out, T, rec)
+    T = fit_temperature(out, targs, ml)  # the one stored: fitted on every item
+    cross = held_out and len(out) >= 2 * _MIN_HALF
+    if cross: after, thresh = _cross_fitted(out, targs, rec, seed)
+    else: after, thresh = tempered(out, T, rec), thresh_at(rec.thresh, T) if ml else rec.thresh
     labels = list(getattr(self.dls, 'vocab', None) or []) if ml else None
-    rows = [calibration_metrics(p, targs, n_bins, ml, rec.thresh) for p in (before, after)]
+    rows = [calibration_metrics(before, targs, n_bins, ml, rec.thresh), calibration_metrics(after, targs, n_bins, ml, thresh)]
     res = pd.DataFrame([{k: v for k, v in r.items() if k != 'label_ece'} for r in rows], index=['before', 'after'])
+    res.attrs['judged'] = 'held out' if cross else 'in-sample'
     self.temperature = T
-    if not quiet: print(_summary(T, res, len(out), dl, ds_idx, rec, labels))
+    if not quiet: print(_summary(T, res, len(out), dl, ds_idx, labels, cross, held_out))
     return res
 
-def _summary(T, res, n, dl, ds_idx, rec, labels):
-    "What `calibrate` prints: T, what it was fitted on, and the figures at T = 1 and at T"
+def _summary(T, res, n, dl, ds_idx, labels, cross, held_out):
+    "What `calibrate` prints: T, what it was fitted on, the figures at T = 1 and at T, and which items they are of"
     on = 'the given DataLoader' if dl is not None else {0: 'the training set', 1: 'the validation set'}.get(ds_idx, f'dls[{ds_idx}]')
     if isinstance(T, float): head = f"Temperature T = {T:.4g}"
     else:
         names = labels if labels and len(labels) == len(T) else range(len(T))
         head = 'Temperature per label: ' + ', '.join(f"{l} {x:.4g}" for l, x in zip(names, T.tolist()))
-    lines = [f"{head}, fitted on {n:,} items of {on} (least NLL)", res.to_string(float_format=lambda x: f'{x:.4f}')]
-    if rec.kind == 'multilabel' and rec.thresh != 0.5:
-        lines.append(f"The decision threshold is {rec.thresh}, not 0.5: per-label temperatures move where p crosses it, so some "
-                     f"predicted labels change (best_thresholds() re-tunes it on the calibrated probabilities).")
-    lines.append("learn.temperature = None removes it.")
+    lines = [f"{head}, fitted on {n:,} items of {on} (least NLL)"]
+    if cross: lines.append(f"Before and after on the same {n:,} items, each half tempered by the T fitted on the other "
+                           f"half: the fit never saw the items it is judged on")
+    else:
+        why = 'held_out=False' if not held_out else f'too few items (fewer than {2 * _MIN_HALF}) to hold half out'
+        lines.append(f"IN-SAMPLE ({why}): 'after' is measured on the items T was fitted on, so it looks better than "
+                     f"on new data. Judge T on other labelled data: learn.calibrate(dl=...) on one set, "
+                     f"ClassificationInterpretation.from_learner(learn, dl=other).calibration()")
+    lines += [res.to_string(float_format=lambda x: f'{x:.4f}'),
+              "A temperature changes no prediction (argmax; per label, the threshold moves with T), only how sure each "
+              "one is. learn.temperature = None removes it."]
     return '\n'.join(lines)
 
 add_patch(Learner, 'calibrate', calibrate)
@@ -340,6 +412,7 @@ def mc_dropout(learn, # A classifier whose model has dropout layers
         dl=None, # `DataLoader` to predict on; `learn.dls[ds_idx]` if None
         ds_idx:int=1, # Index of `learn.dls` when `dl` is None
         seed:int|None=None, # Seed of the dropout masks, for a repeatable result (the global RNG is left as it was)
+        progress:bool=True, # Show a progress bar over the batches
     )->MCDropoutPreds:
     "MC dropout (Gal & Ghahramani 2016): `n` passes with only dropout on (BatchNorm stays in eval), in O(N x C) memory"
     if not isinstance(n, int) or n < 2: raise ValueError(f"MC dropout needs 2 or more passes to measure disagreement, got n={n!r}")
@@ -351,14 +424,16 @@ def mc_dropout(learn, # A classifier whose model has dropout layers
         raise ValueError(f"MC dropout needs dropout layers with p > 0, and {type(learn.model).__name__} has "
                          f"{'only p=0 ones' if drops else 'none'} (nn.Dropout, nn.Dropout2d, ...). Dropout called as F.dropout "
                          f"inside forward cannot be switched on from outside: use an nn.Dropout module.")
-    if dl is None: dl = learn.dls[ds_idx]
+    dl = inference_dl(learn.dls[ds_idx] if dl is None else dl)  # a torch DataLoader: in data set order
     if not len(dl): raise ValueError("Cannot run MC dropout over an empty DataLoader: it holds no items")
     # the callback keeps items in the order the batches come: make it the dataset's
     if getattr(dl, 'shuffle', False) or getattr(dl, 'drop_last', False): dl = dl.new(shuffle=False, drop_last=False)
     cb = _MCDropout(n, rec, drops)
-    with (torch.random.fork_rng() if seed is not None else contextlib.nullcontext()):
+    # the passes run batch by batch in one epoch: one bar over the batches, that says so
+    bar = [_PassProgress(f'MC dropout: {n} passes per batch')] if progress and hasattr(learn, 'progress') else []
+    with (torch.random.fork_rng() if seed is not None else contextlib.nullcontext()), _own_bars(learn):
         if seed is not None: torch.manual_seed(seed)
-        try: res = stock_get_preds(learn, dl=dl, act=noop, with_preds=False, reorder=False, cbs=cb)
+        try: res = stock_get_preds(learn, dl=dl, act=noop, with_preds=False, reorder=False, cbs=[cb] + bar)
         finally:
             for m in drops: m.eval()
     probs, mi, var = (torch.cat(x) for x in zip(*cb.res))

@@ -2,7 +2,9 @@
 
 __all__ = ['ClassificationInterpretation']
 
-import inspect, warnings
+import functools, inspect, warnings
+from collections.abc import MutableSequence
+from contextlib import nullcontext
 import numpy as np, pandas as pd, torch
 import sklearn.metrics as skm
 from fastcore.basics import noop, store_attr
@@ -10,12 +12,14 @@ from fastai.torch_core import to_device
 from fastai.data.load import DataLoader
 import fastai.interpret
 
-from .activations import activation_for
-from .preds import activate, stock_get_preds, add_patch
+from .activations import ACTIVATIONS, activation_for, _activation_for
+from .loaders import inference_dl
+from .preds import activate, stock_get_preds, add_patch, decision_thresh, per_item_loss, no_bar
 from .tta import item_nll, class_targets
 from .uncertainty import MEASURES, check_finite, uncertainty, multilabel_uncertainty
 from . import show
 from . import calibration as cal
+from .calibration import mc_dropout
 
 def _is_labelled(dl):
     "Whether `dl` yields targets after its inputs (an unlabelled test_dl does not)"
@@ -59,7 +63,9 @@ def as_classes(probs, decoded, targs, kind, thresh):
     "Single-label outputs as (N, C) probabilities and (N,) predicted and target classes: a one-output sigmoid becomes two classes"
     if kind == 'multilabel':  # one sigmoid output: a binary classifier
         p = probs.view(-1)
-        return torch.stack([1 - p, p], 1), (p > thresh).long(), None if targs is None else targs.view(-1).long()
+        # the decisions given (taken before any temperature), else p > thresh
+        d = decoded.reshape(-1).long() if decoded is not None and decoded.numel() == len(p) else (p > thresh).long()
+        return torch.stack([1 - p, p], 1), d, None if targs is None else targs.view(-1).long()
     if probs.ndim != 2: raise ValueError(f"Interpretation needs one row of class probabilities per item, got shape {tuple(probs.shape)}")
     if targs is not None: targs = class_targets(targs, probs).long()  # soft targets become classes
     if decoded is None or decoded.shape != probs.shape[:1]: decoded = probs.argmax(1)
@@ -79,6 +85,18 @@ def normalize_confusion(cm, # Counts: (C, C) actual x predicted, or (L, 2, 2) on
     with np.errstate(all='ignore'): cm = cm / cm.sum(axis=axis, keepdims=True)
     return np.nan_to_num(cm)
 
+def _only_with(on, what, **args):
+    "Refuse arguments given (not at their default) for a mode that is off"
+    given = [name for name, (v, default) in args.items() if v is not default and v != default]
+    if given and not on:
+        raise TypeError(f"{', '.join(f'{g}=' for g in given)} without {what.split('=')[0]}=: they are for {what}")
+
+def _n_passes(tta, n):
+    "Number of augmented passes from `tta` (True or a number) and `n`"
+    if tta is True: return 4 if n is None else int(n)
+    if n is not None and int(n) != int(tta): raise ValueError(f"tta={tta} and n={n} disagree on the number of passes")
+    return int(tta)
+
 class ClassificationInterpretation(fastai.interpret.ClassificationInterpretation):
     "Interpretation of a classifier from ONE inference pass: cached `probs`, `targs`, `decoded`, `losses`"
     def __init__(self,
@@ -93,6 +111,7 @@ class ClassificationInterpretation(fastai.interpret.ClassificationInterpretation
         thresh:float=0.5, # Threshold of a multilabel prediction
     ):
         store_attr('learn,dl,probs,targs,decoded,losses,act,multilabel,thresh')
+        self.temperature = vars(learn).get('temperature')  # that the probabilities were made at, if any
         self.tta_report = None  # per-pass accuracy and NLL, when built from test-time augmentation
         self.extra_measures = {}  # name -> (N,) uncertainty beyond MEASURES: 'mutual_info' and 'variance' from MC dropout
         self.vocab = _vocab(dl, probs.shape[1])
@@ -103,59 +122,81 @@ class ClassificationInterpretation(fastai.interpret.ClassificationInterpretation
         ds_idx:int=1, # Index of `learn.dls` when `dl` is None
         dl:DataLoader=None, # `DataLoader` to interpret; may be unlabelled (a `test_dl`)
         act=None, # Override the loss's activation
-        tta:bool|int=False, # Interpret test-time-augmented probabilities: True (4 passes) or the number of passes
-        mc_dropout:int=0, # Interpret the mean of this many passes with dropout on; adds the 'mutual_info' and 'variance' measures
-        streaming:bool=False, # Keep counts and the top `k` items only (a `StreamingInterpretation`): memory independent of N
-        **tta_kwargs # Passed to `Learner.tta` (item_tfms, batch_tfms, beta, mode, progress); with streaming: k, n_bins, measures, progress
+        tta:bool|int=False, # Test-time augmentation: True (`n` passes, 4 by default) or the number of augmented passes
+        mc_dropout:int=0, # MC dropout: the mean of this many passes with dropout on; adds 'mutual_info', 'variance'
+        streaming:bool=False, # Keep counts and the top `k` items only: a `StreamingInterpretation`, memory flat in N
+        n:int|None=None, # tta: number of augmented passes, as `Learner.tta`'s `n` (4 if None)
+        item_tfms=None, # tta: item transforms to use instead of the `DataLoader`'s
+        batch_tfms=None, # tta: batch transforms to use instead of the `DataLoader`'s
+        beta:float=0.25, # tta: weight of the un-augmented pass in the blend
+        use_max:bool=False, # tta: fastai's max over every pass, the un-augmented one too
+        mode:str='mean', # tta: aggregate of the augmented passes, 'mean', 'gmean' or 'max'
+        k:int=100, # streaming: items kept per list (top losses, most uncertain by each measure)
+        n_bins:int=15, # streaming: calibration bins
+        measures=tuple(MEASURES), # streaming: uncertainty measures whose top `k` items are kept
+        progress:bool=True, # Show fastai's progress bar
     ):
         "Run inference once over `dl` and cache probabilities, targets, decoded classes and losses"
+        tta_args = dict(item_tfms=item_tfms, batch_tfms=batch_tfms, beta=beta, use_max=use_max, mode=mode)
+        stream_args = dict(k=k, n_bins=n_bins, measures=measures)
+        _only_with(tta, 'tta=True', n=(n, None), item_tfms=(item_tfms, None), batch_tfms=(batch_tfms, None),
+                   beta=(beta, 0.25), use_max=(use_max, False), mode=(mode, 'mean'))
+        _only_with(streaming, 'streaming=True', k=(k, 100), n_bins=(n_bins, 15), measures=(tuple(measures), tuple(MEASURES)))
         if streaming:
             if tta or mc_dropout: raise TypeError("streaming= goes with neither tta= nor mc_dropout=: they keep every prediction")
             from .streaming import StreamingInterpretation
-            return StreamingInterpretation.from_learner(learn, ds_idx, dl, act, **tta_kwargs)
-        if tta_kwargs and not tta: raise TypeError(f"Unexpected arguments {', '.join(tta_kwargs)}: they are for tta=True")
+            return StreamingInterpretation.from_learner(learn, ds_idx, dl, act, progress=progress, **stream_args)
         if tta and act is not None: raise TypeError("act= and tta= do not go together: TTA averages the registry's probabilities")
         if mc_dropout and (tta or act is not None):
             raise TypeError("mc_dropout= goes with neither tta= nor act=: it averages the registry's probabilities over dropout passes")
         if dl is None: dl = learn.dls[ds_idx].new(shuffle=False, drop_last=False)
+        dl = inference_dl(dl)  # a torch DataLoader: the same batches as a fastai one, in data set order
         if len(dl) == 0 or len(dl.dataset) == 0: raise ValueError("Cannot interpret an empty DataLoader: it holds no items")
         rec = activation_for(learn.loss_func) if act is None else None
         if rec is not None and rec.kind == 'regression':
             raise TypeError(f"ClassificationInterpretation is for classifiers; {rec.loss} is a regression loss, "
                             f"so there are no classes to interpret.")
-        if tta: return cls._from_tta(learn, dl, rec, 4 if tta is True else int(tta), **tta_kwargs)
-        if mc_dropout: return cls._from_mc_dropout(learn, dl, rec, mc_dropout)
+        if tta: return cls._from_tta(learn, dl, rec, _n_passes(tta, n), progress=progress, **tta_args)
+        if mc_dropout:
+            with nullcontext() if progress else no_bar(learn): return cls._from_mc_dropout(learn, dl, rec, mc_dropout)
         labelled = _is_labelled(dl)
         with_loss = labelled and _per_item_loss(learn.loss_func)
-        res = stock_get_preds(learn, dl=dl, with_loss=with_loss, act=noop)
+        with nullcontext() if progress else no_bar(learn): res = stock_get_preds(learn, dl=dl, with_loss=with_loss, act=noop)
         raw, targs = res[0], res[1] if labelled else None
         losses = res[2] if with_loss else None
         check_finite(raw)
         probs, decoded = activate(learn, raw, act, rec)
-        return cls._from_probs(learn, dl, probs, targs, decoded, losses, act, rec and rec.kind, rec and rec.thresh)
+        # the losses of the probabilities the views show: at the learner's temperature, when it has one
+        if with_loss and rec is not None and vars(learn).get('temperature') is not None:
+            losses = per_item_loss(learn, raw, targs, rec)
+        return cls._from_probs(learn, dl, probs, targs, decoded, losses, act, rec and rec.kind,
+                               rec and decision_thresh(learn, rec))
 
     @classmethod
     def _from_tta(cls, learn, dl, rec, n, **kwargs):
         "The interpretation of TTA probabilities, with `tta_report` comparing the passes"
-        if kwargs.get('beta', 0.25) is None and not kwargs.get('use_max'): raise ValueError("tta=True needs one set of probabilities: beta=None is for Learner.tta")
+        if kwargs.get('beta', 0.25) is None and not kwargs.get('use_max'):
+            raise ValueError("tta=True needs one set of probabilities: beta=None is for Learner.tta")
         res = learn.tta(dl=dl, n=n, **kwargs)
         interp = cls._from_averaged(learn, dl, rec, *res)
-        interp.tta_report = res.report
+        interp.tta_report, interp.n_tta = res.report, n
         return interp
 
     @classmethod
     def _from_mc_dropout(cls, learn, dl, rec, n):
         "The interpretation of the mean MC-dropout probabilities, with two epistemic measures"
-        r = cal.mc_dropout(learn, n, dl=dl)
+        r = mc_dropout(learn, n, dl=dl)
         interp = cls._from_averaged(learn, dl, rec, r.probs, r.targs)
-        interp.extra_measures = {'mutual_info': r.mutual_info, 'variance': r.variance}
+        interp.extra_measures, interp.mc_passes = {'mutual_info': r.mutual_info, 'variance': r.variance}, n
         return interp
 
     @classmethod
     def _from_averaged(cls, learn, dl, rec, probs, targs):
-        "Probabilities averaged over passes (TTA, MC dropout): their losses are the NLL of the targets, whatever the training loss"
-        losses = None if targs is None else item_nll(probs, targs, rec.kind == 'multilabel')
-        return cls._from_probs(learn, dl, probs, targs, rec.decodes(probs), losses, None, rec.kind, rec.thresh)
+        "Probabilities averaged over passes (TTA, MC dropout): their losses are the NLL of the targets, whatever the loss"
+        ml, thresh = rec.kind == 'multilabel', decision_thresh(learn, rec)
+        losses = None if targs is None else item_nll(probs, targs, ml)
+        decoded = probs > thresh if ml else rec.decodes(probs)
+        return cls._from_probs(learn, dl, probs, targs, decoded, losses, None, rec.kind, thresh)
 
     @classmethod
     def _from_probs(cls, learn, dl, probs, targs, decoded, losses, act, kind, thresh=None):
@@ -327,100 +368,231 @@ class ClassificationInterpretation(fastai.interpret.ClassificationInterpretation
         return [str(o) for o in items]
 
     def items(self, idxs):
-        "The items at `idxs` (paths, rows), as the DataLoader holds them"
-        idxs = show.idx_list(idxs)
+        "The items at `idxs` (int, slice, list, tensor, array or mask), as the DataLoader holds them (paths, rows)"
         items = getattr(self.dl, 'items', None)
-        if items is None: return idxs
+        if items is None: return show.idx_list(idxs, _n_items(self.dl))
+        idxs = show.idx_list(idxs, len(items))
         return items.iloc[idxs] if hasattr(items, 'iloc') else [items[i] for i in idxs]
 
     def batch(self, idxs):
         "A batch of the inputs and targets at `idxs`, as the model saw them: data loading only, no inference"
-        idxs = show.idx_list(idxs)
+        idxs = show.idx_list(idxs, _n_items(self.dl))
+        if not idxs: raise ValueError("No items selected: a batch needs one or more")
         dl = self.dl
         b = dl.create_batch(dl.before_batch([dl.do_item(i) for i in idxs]))  # before_batch pads text
         return dl.after_batch(to_device(b, getattr(dl, 'device', None)))
 
     def __getitem__(self, idxs):
-        "Inputs, probabilities, targets, decoded classes and losses at `idxs`, from the cache (no inference)"
-        idxs = show.idx_list(idxs)
+        "Inputs, probabilities, targets, decoded classes and losses at `idxs` (int, slice, list, tensor, array), cached"
+        idxs = show.idx_list(idxs, len(self.probs))
         b = self.batch(idxs)
         n_inp = getattr(self.dl, 'n_inp', 1)
         inps = b[:n_inp] if n_inp > 1 else b[0]
         pick = lambda t: None if t is None else t[idxs]
         return inps, self.probs[idxs], pick(self.targs), self.decoded[idxs], pick(self.losses)
 
+    def show_results(self,
+        idxs, # Indices of the items: int, slice, list, tensor or array
+        **kwargs # Passed to the DataLoader's `show_results`: nrows, ncols, figsize, ...
+    ):
+        "Show the items at `idxs` with their targets and cached predictions, as fastai shows results: no inference"
+        idxs = show.idx_list(idxs, len(self.probs))
+        if not idxs: raise ValueError("No items selected: show_results needs one or more")
+        b, n_inp = self.batch(idxs), getattr(self.dl, 'n_inp', 1)
+        if not hasattr(self.dl, 'show_results') or not self.labelled or len(b) <= n_inp:
+            # a plain DataLoader, or no targets to show beside the predictions: the items titled with them
+            show.show_items(self, idxs, self._titles(idxs), suptitle='Results', **kwargs)
+            return
+        dec = self.decoded[idxs].to(b[n_inp].device)
+        if not self.multilabel and b[n_inp].ndim == 2: dec = dec[:, None]  # a tabular target is (N, 1)
+        self.dl.show_results(b, type(b[n_inp])(dec.to(b[n_inp].dtype)), max_n=len(idxs), **kwargs)
+
     # --- calibration
     def calibration(self, n_bins:int=15):
         "ECE, MCE, Brier score, NLL and accuracy of the cached probabilities (multilabel: pooled over labels, and `label_ece`)"
         self._need_labels('calibration')
-        return cal.calibration_metrics(self.probs, self.targs, n_bins, self.multilabel, self.thresh, self.vocab)
+        res = cal.calibration_metrics(self.probs, self.targs, n_bins, self.multilabel, self.thresh, self.vocab)
+        if not self.multilabel: res['accuracy'] = float(self.correct().double().mean())  # of the decisions shown
+        return res
 
-    # --- plots
+    # --- plots: each draws one figure and returns None, as fastai's do (a returned Figure shows twice in Jupyter)
     def plot_reliability(self, n_bins:int=15, **kwargs):
-        "Reliability diagram: accuracy per confidence bin against the diagonal, gap shaded, confidence histogram beneath, ECE in the title"
+        "Reliability diagram: accuracy per confidence bin against the diagonal, gap shaded, histogram beneath"
         self._need_labels('plot_reliability')
-        return cal.reliability_diagram(self.probs, self.targs, n_bins, self.multilabel, **kwargs)
+        cal.reliability_diagram(self.probs, self.targs, n_bins, self.multilabel, **kwargs)
 
-    def plot_top_losses(self, k=9, largest=True, **kwargs):
+    def plot_top_losses(self,
+        k:int|MutableSequence=9, # Number of items, or ranks in the loss ranking (a list), as fastai takes it
+        largest:bool=True, # Largest losses first, or smallest
+        **kwargs # nrows, ncols, figsize of the grid, as fastai's; the rest to each image's `show` (cmap, ...)
+    ):
         "Show the `k` items with the largest losses; title: predicted class and p, actual class and p, loss"
-        _, idxs = self.top_losses(k, largest)
-        return show.show_items(self, idxs, [self._title(i, loss=True) for i in idxs.tolist()],
-                               suptitle='Top losses', **kwargs)
+        _, idxs = _ranked(lambda n: self.top_losses(n, largest), k)
+        show.show_items(self, idxs, self._titles(idxs, loss=True), suptitle='Top losses', **kwargs)
 
-    def plot_most_uncertain(self, k=9, measure='entropy', cls=None, by='pred', n_classes:int=3, **kwargs):
+    def plot_most_uncertain(self,
+        k:int|MutableSequence=9, # Number of items, or ranks in the ranking (a list)
+        measure='entropy', # A name in `MEASURES` or a callable probs -> score
+        cls=None, # Restrict to items predicted as (by='pred') or labelled as (by='target') this class
+        by:str='pred', # 'pred' or 'target'
+        n_classes:int=3, # Classes in each title, most probable first
+        **kwargs # nrows, ncols, figsize of the grid; the rest to each image's `show`
+    ):
         "Show the `k` most uncertain items; title: the top classes and their probabilities"
-        scores, idxs = self.most_uncertain(k, measure, cls, by)
+        scores, idxs = _ranked(lambda n: self.most_uncertain(n, measure, cls, by), k)
         name = ('closeness to threshold' if self.multilabel else measure if isinstance(measure, str)
                 else getattr(measure, '__name__', 'uncertainty'))
         sub = '' if cls is None else f" ({'predicted' if by == 'pred' else 'labelled'} {cls})"
-        fs = show.format_probs(scores) if len(scores) else []  # decimals enough that different scores read differently
-        return show.show_items(self, idxs, [self._title(i, top=n_classes, score=(name, s)) for i, s in zip(idxs.tolist(), fs)],
-                               suptitle=f'Most uncertain by {name}{sub}', **kwargs)
+        show.show_items(self, idxs, self._titles(idxs, top=n_classes, score=(name, scores.tolist())),
+                        suptitle=f'Most uncertain by {name}{sub}', **kwargs)
 
-    def plot_most_correct(self, cls, k=9, **kwargs):
+    def plot_most_correct(self,
+        cls, # Class whose items to show
+        k:int|MutableSequence=9, # Number of items, or ranks in the ranking (a list)
+        **kwargs # nrows, ncols, figsize of the grid; the rest to each image's `show`
+    ):
         "Show the items labelled `cls` the model got right most confidently"
-        _, idxs = self.most_correct(cls, k)
-        return show.show_items(self, idxs, [self._title(i) for i in idxs.tolist()],
-                               suptitle=f'Most confidently right: true {cls}', **kwargs)
+        _, idxs = _ranked(lambda n: self.most_correct(cls, n), k)
+        # every one is right: the colours need no legend
+        show.show_items(self, idxs, self._titles(idxs), suptitle=f'Most confidently right: true {cls}', legend=False,
+                        **kwargs)
 
-    def plot_most_incorrect(self, cls, k=9, **kwargs):
+    def plot_most_incorrect(self,
+        cls, # Class whose items to show
+        k:int|MutableSequence=9, # Number of items, or ranks in the ranking (a list)
+        **kwargs # nrows, ncols, figsize of the grid; the rest to each image's `show`
+    ):
         "Show the items labelled `cls` the model got wrong, lowest p(cls) first"
-        _, idxs = self.most_incorrect(cls, k)
-        return show.show_items(self, idxs, [self._title(i, loss=True) for i in idxs.tolist()],
-                               suptitle=f'Worst misses: true {cls}, lowest p({cls}) first', **kwargs)
+        _, idxs = _ranked(lambda n: self.most_incorrect(cls, n), k)
+        show.show_items(self, idxs, self._titles(idxs, loss=True), legend=False,
+                        suptitle=f'Worst misses: true {cls}, lowest p({cls}) first', **kwargs)
 
-    def plot_confusion_matrix(self, normalize=None, title:str='Confusion matrix', cmap:str='Blues', **kwargs):
+    def plot_confusion_matrix(self,
+        normalize:bool|str|None=False, # fastai's True (rows: 'true'), or None/False (counts), 'true', 'pred', 'all'
+        title:str='Confusion matrix', # Title of the plot
+        cmap:str='Blues', # Colormap from matplotlib
+        norm_dec:int=2, # Decimals of a normalized cell (more where they would print it as 0 or 1)
+        plot_txt:bool=True, # Write each cell's value in it (up to `max_text` classes)
+        max_text:int=20, # Above this many classes, no cell text: it would not be readable
+        **kwargs # Passed to `plt.figure` (figsize, dpi, ...), as fastai's
+    ):
         "Plot the confusion matrix, readable from 2 to hundreds of classes"
         if self.multilabel: raise ValueError("plot_confusion_matrix is for single-label classifiers; see confusion_matrix()")
-        return show.plot_confusion(self.confusion_matrix(normalize), [str(v) for v in self.vocab], normalize, title, cmap, **kwargs)
+        if isinstance(normalize, bool): normalize = 'true' if normalize else None  # fastai's bool normalizes the rows
+        show.plot_confusion(self.confusion_matrix(normalize), [str(v) for v in self.vocab], normalize, title, cmap,
+                            norm_dec, plot_txt, max_text, **kwargs)
 
-    def _title(self, i, loss=False, top=None, score=None):
-        "Title of item `i`: every probability in it formatted honestly, together"
+    def _title_parts(self, i, top=None):
+        "Lines of the title of item `i`: strings, and the probabilities to print in them as floats"
         p, names = self.probs[i], [str(v) for v in self.vocab]
-        if self.multilabel:
-            # every label predicted or true, with its probability
+        if self.multilabel:  # every label predicted or true, with its probability
             on = torch.nonzero(self.decoded[i] + (self.targs[i] if self.labelled else 0)).view(-1).tolist()
-            fp = dict(zip(on, show.format_probs([float(p[j]) for j in on])))
-            lines = ['pred ' + (', '.join(f"{names[j]}: {fp[j]}" for j in on if self.decoded[i, j]) or 'none')]
-            if self.labelled: lines.append('true ' + (', '.join(names[j] for j in on if self.targs[i, j]) or 'none'))
+            pred = _join([[f'{names[j]}: ', float(p[j])] for j in on if self.decoded[i, j]], ', ')
+            lines = [['pred ', *(pred or ['none'])]]
+            if self.labelled: lines.append(['true ' + (', '.join(names[j] for j in on if self.targs[i, j]) or 'none')])
         elif top:
             ps, cs = p.topk(min(top, len(p)))
-            fp = show.format_probs(ps.tolist())
-            lines = ['  '.join(f"{names[c]}: {s}" for c, s in zip(cs.tolist(), fp))]
-            if self.labelled: lines.append(f"true {names[self.targs[i]]}")
+            lines = [_join([[f'{names[c]}: ', v] for c, v in zip(cs.tolist(), ps.tolist())], '  ')]
+            if self.labelled: lines.append([f"true {names[self.targs[i]]}"])
         else:
             d = int(self.decoded[i])
+            lines = [[f"pred {names[d]}: ", float(p[d])]]
             if self.labelled:
                 t = int(self.targs[i])
-                fp = show.format_probs([float(p[d]), float(p[t])])
-                lines = [f"pred {names[d]}: {fp[0]} · true {names[t]}: {fp[1]}"]
-            else: lines = [f"pred {names[d]}: {show.format_prob(float(p[d]))}"]
-        if loss and self.losses is not None: lines.append(f"loss {show.format_loss(float(self.losses[i]))}")
-        if score is not None:  # on the second line: beside three classes it would overflow the image's width
-            s = f"{score[0]} {score[1] if isinstance(score[1], str) else show.format_prob(score[1])}"
-            if len(lines) > 1: lines[-1] += f" · {s}"
-            else: lines.append(s)
-        return '\n'.join(lines)
+                lines[0] += [f" · true {names[t]}: ", float(p[t])]
+        return lines
+
+    def _titles(self, idxs, loss=False, top=None, score=None):
+        "Titles of the items at `idxs`, every probability of the gallery formatted together: one number of decimals"
+        idxs = show.idx_list(idxs)
+        parts = [self._title_parts(i, top) for i in idxs]
+        # a title never prints two different probabilities alike, and the gallery keeps one number of decimals
+        fps = show.format_prob_groups([[s for l in ls for s in l if isinstance(s, float)] for ls in parts])
+        # a score (entropy, margin) formatted over the gallery: different scores read differently
+        fs = show.format_probs(score[1]) if score is not None else None
+        res = []
+        for j, (i, ls) in enumerate(zip(idxs, parts)):
+            fp = iter(fps[j])
+            lines = [''.join(next(fp) if isinstance(s, float) else s for s in l) for l in ls]
+            if loss and self.losses is not None: lines.append(f"loss {show.format_loss(float(self.losses[i]))}")
+            if fs is not None:  # on the second line: beside three classes it would overflow the image's width
+                s = f"{score[0]} {fs[j]}"
+                if len(lines) > 1: lines[-1] += f" · {s}"
+                else: lines.append(s)
+            res.append('\n'.join(lines))
+        return res
+
+    def _title(self, i, loss=False, top=None, score=None):
+        "Title of item `i` alone: `score` is (name, value)"
+        return self._titles([i], loss, top, None if score is None else (score[0], [score[1]]))[0]
+
+    def __repr__(self):
+        "What this interpretation is of: items, classes, kind, activation, accuracy, where its probabilities come from"
+        n, C = len(self.probs), len(self.vocab)
+        head = f"{type(self).__name__}: {n:,} items, {C} {'labels' if self.multilabel else 'classes'}"
+        head += f" ({_some(self.vocab)})"
+        kind = [f"{'multi-label' if self.multilabel else 'single-label'}, {_activation(self)}"]
+        if self.multilabel: kind.append(f"threshold {_thresh(self.thresh)}")
+        if self.labelled:
+            acc = float(self.correct().double().mean())
+            kind.append(f"{'every label right' if self.multilabel else 'accuracy'} {cal._pct(acc)}")
+        else: kind.append('unlabelled')
+        src = [_source(self.learn, self.dl)]
+        n_tta = getattr(self, 'n_tta', None)
+        if n_tta is None and self.tta_report is not None:
+            n_tta = sum(str(r).startswith('pass ') for r in self.tta_report.index)
+        if n_tta is not None or self.tta_report is not None: src.append(f"TTA {n_tta or '?'} passes")
+        if self.extra_measures: src.append(f"MC dropout {getattr(self, 'mc_passes', None) or '?'} passes")
+        # the temperature the probabilities were made at, where the interpretation keeps it; else the learner's now
+        T = getattr(self, 'temperature', vars(self.learn).get('temperature'))
+        if T is not None and self.act is None: src.append(f"temperature {_thresh(T)}")
+        return '\n'.join([head, '  ' + ' · '.join(kind), '  from ' + ' · '.join(src)])
+
+# --- helpers of the plots and the repr
+def _n_items(dl):
+    "How many items `dl` can load by index (None when it cannot tell)"
+    try: return len(dl.dataset)
+    except (AttributeError, TypeError): return None
+
+def _ranked(view, k):
+    "The (scores, idxs) of a ranking `view(k)`: its first `k`, or the ranks listed in `k`, as fastai's plot_top_losses"
+    if isinstance(k, (slice, MutableSequence, tuple, range, np.ndarray, torch.Tensor)):
+        scores, idxs = view(None)
+        pos = show.idx_list(k, len(idxs))
+        return scores[pos], idxs[pos]
+    return view(k)
+
+def _join(parts, sep):
+    "The lists of `parts` joined into one, `sep` between them"
+    return [s for j, p in enumerate(parts) for s in ([sep] if j else []) + p]
+
+def _some(names, n=4):
+    "The first `n` of `names` and the last, for a one-line summary"
+    names = [str(v) for v in names]
+    return ', '.join(names if len(names) <= n + 1 else names[:n] + ['…', names[-1]])
+
+def _thresh(t):
+    "A threshold or a temperature: one number, or one per label"
+    t = torch.as_tensor(t).float()
+    if t.numel() == 1: return f'{float(t):.4g}'
+    return f"per label, {float(t.min()):.3g} to {float(t.max()):.3g}"
+
+def _activation(interp):
+    "Name of the activation the probabilities come from"
+    act = getattr(interp, 'act', None)
+    if act is not None: return f"act={getattr(act, '__name__', type(act).__name__)}"
+    rec = _activation_for(interp.learn.loss_func, warn=False)  # an unregistered loss warned when predicting
+    return f"{rec.name} of {rec.loss}" if rec.name in ACTIVATIONS else f"the activation of {rec.loss}"
+
+def _source(learn, dl):
+    "Which DataLoader the predictions are of: one of `learn.dls`, or another"
+    ds = getattr(dl, 'dataset', None)
+    names = {0: 'training set', 1: 'validation set'}
+    for i, d in enumerate(getattr(getattr(learn, 'dls', None), 'loaders', []) or []):
+        if ds is not None and getattr(d, 'dataset', None) is ds:
+            return f"the {names.get(i, 'DataLoader')} (learn.dls[{i}])"
+    n = _n_items(dl)
+    return f"a {type(dl).__name__}" + ('' if n is None else f" of {n:,} items")
 
 _FastaiCI = fastai.interpret.ClassificationInterpretation
 _stock_from_learner = _FastaiCI.from_learner.__func__
@@ -429,5 +601,8 @@ def _from_learner(cls, *args, **kwargs):
     "fastai's `ClassificationInterpretation.from_learner` hands out fastinterp's (a subclass) while patched"
     if cls is _FastaiCI: return ClassificationInterpretation.from_learner(*args, **kwargs)
     return _stock_from_learner(cls, *args, **kwargs)
+
+# what help(), show_doc and inspect.signature show where a user reaches it, from fastai's class: fastinterp's own
+functools.update_wrapper(_from_learner, ClassificationInterpretation.from_learner.__func__)
 
 add_patch(_FastaiCI, 'from_learner', classmethod(_from_learner))

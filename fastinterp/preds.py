@@ -1,11 +1,16 @@
 "Patch `Learner.get_preds` and `Learner.predict` so they return probabilities and classes whatever the loss"
 
-__all__ = ['patch', 'unpatch', 'is_patched', 'add_patch', 'stock_get_preds', 'activate', 'tempered']
+__all__ = ['patch', 'unpatch', 'is_patched', 'add_patch', 'stock_get_preds', 'activate', 'tempered', 'tempered_outputs',
+           'check_temperature', 'thresh_at', 'decision_thresh', 'per_item_loss', 'no_bar']
 
-import warnings, weakref
+import math, numbers, warnings, weakref
+from contextlib import nullcontext
 
+import numpy as np
 import torch
-from fastcore.basics import getcallable, noop
+from fastcore.basics import noop
+from fastcore.basics import detuplify, tuplify
+from fastcore.xtras import is_listy
 from fastai.learner import Learner
 from fastai.data.core import TfmdDL
 from fastai.torch_core import to_detach
@@ -14,7 +19,16 @@ from .activations import activation_for, _activation_for
 
 _patches = []  # (owner, name, replacement): what `patch` installs
 _stock = {}    # (owner, name) -> fastai's own attribute, while patched
-_double_warned = weakref.WeakSet()  # models already warned about a double activation
+_warned_models = {}  # what each model was already warned about: {why: WeakSet of models}
+
+def _warn_once(model, why, msg, stacklevel=4):
+    "Warn with `msg` once per model and reason"
+    seen = _warned_models.setdefault(why, weakref.WeakSet())
+    try:
+        if model in seen: return
+        seen.add(model)
+    except TypeError: pass  # a model that cannot be weakly referenced is warned every time
+    warnings.warn(msg, stacklevel=stacklevel)
 
 def _looks_like_probs(out, axis):
     return bool((out >= 0).all()) and bool(((out.sum(axis) - 1).abs() < 1e-3).all())
@@ -22,92 +36,245 @@ def _looks_like_probs(out, axis):
 def _looks_like_log_probs(out, axis):
     return bool((out <= 0).all()) and bool(((out.exp().sum(axis) - 1).abs() < 1e-3).all())
 
-def _check_double_activation(model, rec, out):
-    "Warn once per model when its outputs are already (log-)probabilities but the loss expects something else"
-    if model in _double_warned or rec.kind != 'multiclass' or out.ndim < 2 or out.shape[rec.axis] < 2: return
+def _outputs_are_probs(model, rec, out):
+    "Whether the model's outputs are already probabilities or log-probabilities where `rec` expects something else"
+    if rec.kind != 'multiclass' or out.ndim < 2 or out.shape[rec.axis] < 2: return False
     out = out[:1024].float()  # a model that ends in a softmax does so on every row: a sample is enough
+    out = out[torch.isfinite(out).flatten(1).all(1)] if out.ndim > 1 else out
+    if not len(out): return False
     if rec.expects == 'logits':
         if _looks_like_probs(out, rec.axis): last = 'a softmax'
         elif _looks_like_log_probs(out, rec.axis): last = 'a log-softmax'
-        else: return
+        else: return False
         fix = ('train with nn.NLLLoss, or remove the final log-softmax' if last == 'a log-softmax'
                else 'remove the final softmax: the loss applies it')
-    elif rec.expects == 'log-probabilities' and _looks_like_probs(out, rec.axis) and not _looks_like_log_probs(out, rec.axis):
-        last, fix = 'a softmax', 'end the model in a log-softmax (F.log_softmax), as the loss expects'
-    else: return
-    _double_warned.add(model)
-    warnings.warn(f"The model's outputs already look like {last} was applied: every row of them sums to 1. {rec.loss} "
-                  f"applies its own activation on top ({rec.name}), so the model was trained on the wrong numbers and its "
-                  f"probabilities are squashed. To fix: {fix}.", stacklevel=4)
+        _warn_once(model, 'double', f"The model's outputs already look like {last} was applied: every row of them sums "
+                   f"to 1. {rec.loss} applies its own activation on top ({rec.name}), so the model was trained on the "
+                   f"wrong numbers and its probabilities are squashed. To fix: {fix}.", 5)
+        return False
+    if rec.expects == 'log-probabilities' and _looks_like_probs(out, rec.axis) and not _looks_like_log_probs(out, rec.axis):
+        _warn_once(model, 'exp', f"The model's outputs already look like a softmax was applied (every row sums to 1): {rec.loss} "
+                   f"expects log-probabilities, so exp() of them would not be probabilities (values above 1). fastinterp "
+                   f"returns the outputs themselves as the probabilities. To fix the training: end the model in a "
+                   f"log-softmax (F.log_softmax), as the loss expects.", 5)
+        return True
+    return False
+
+def check_temperature(T):
+    "`T` as a positive float, a 1-d float tensor of positive values (one per label), or None; else a clear error"
+    if T is None: return None
+    if isinstance(T, (bool, np.bool_)) or isinstance(T, str):
+        raise TypeError(f"learn.temperature must be a positive number, or one per label, got {T!r}")
+    if isinstance(T, numbers.Real) and not isinstance(T, (torch.Tensor, np.ndarray)): t = torch.tensor([float(T)])
+    else:
+        try: t = torch.as_tensor(np.asarray(T, dtype=float) if is_listy(T) else T).double()
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"learn.temperature must be a positive number, or one per label, got {T!r}") from None
+        if t.dtype == torch.bool or t.ndim > 1:
+            raise TypeError(f"learn.temperature must be a positive number, or one per label, got {T!r}")
+    if not len(t.view(-1)): raise ValueError("learn.temperature must be a positive number, or one per label, got none")
+    bad = ~(torch.isfinite(t) & (t > 0))
+    if bad.any():
+        raise ValueError(f"learn.temperature must be positive and finite (it divides the logits; 1 changes nothing, "
+                         f"None removes it), got {T!r}")
+    if isinstance(T, numbers.Real) or (t.ndim == 0): return float(t.view(-1)[0])
+    return t.float()
+
+def _get_temperature(self): return vars(self).get('temperature')
+def _set_temperature(self, T): vars(self)['temperature'] = check_temperature(T)
+def _del_temperature(self): vars(self).pop('temperature', None)
+
+_temperature_doc = ("Temperature T that divides the model's logits before the activation (set by `Learner.calibrate`): "
+                    "a positive number, one per label for a multi-label model, or None")
+
+def _T(learn):
+    T = vars(learn).get('temperature')  # the Learner's own, as it hands unknown names to its model
+    return None if T is None else check_temperature(T)  # set in __dict__ directly (an old pickle) is checked too
+
+def _T_along(T, out, rec):
+    "`T` as a tensor that broadcasts along the class (label) axis of `out`"
+    T = torch.as_tensor(T, dtype=out.dtype, device=out.device)
+    if T.ndim and T.numel() > 1:
+        if rec.kind != 'multilabel':
+            raise ValueError(f"learn.temperature holds {T.numel()} values, one per label, but {rec.loss} is a "
+                             f"{rec.kind} loss: it takes one temperature")
+        if out.ndim < 2 or out.shape[rec.axis] != T.numel():
+            raise ValueError(f"learn.temperature holds {T.numel()} values, one per label, but the model has "
+                             f"{out.shape[rec.axis] if out.ndim > 1 else 1} output(s)")
+        return T.view(-1, *[1] * (out.ndim - 1 - rec.axis % out.ndim))
+    return T.reshape(())
 
 def tempered(out, T, rec):
-    "Probabilities of raw outputs `out` at temperature `T`: softmax(out / T) over the class axis; multilabel: sigmoid(out / T), one T per label"
-    T = torch.as_tensor(T, dtype=out.dtype, device=out.device)
-    if rec.kind == 'multilabel':
-        if T.ndim and out.ndim > 1: T = T.view(-1, *[1] * (out.ndim - 1 - rec.axis % out.ndim))  # along the label axis
-        return torch.sigmoid(out / T)
+    "Probabilities of raw outputs `out` at temperature `T`: softmax(out / T); multilabel: sigmoid(out / T), per label"
+    T = _T_along(T, out, rec)
+    if rec.kind == 'multilabel': return torch.sigmoid(out / T)
     return torch.softmax(out / T, dim=rec.axis)  # also right for log-probabilities: softmax(log p) = p
 
+def tempered_outputs(out, T, rec):
+    "Outputs at temperature `T` in the domain the loss takes (logits / T, or the log-softmax of log p / T)"
+    if T is None: return out
+    T = _T_along(T, out, rec)
+    if rec.expects == 'log-probabilities': return torch.log_softmax(out / T, dim=rec.axis)
+    return out / T
+
+def thresh_at(thresh, T):
+    "The threshold on sigmoid(x / T) that decides as `thresh` does on sigmoid(x): a float, or one per label"
+    if T is None or thresh is None: return thresh
+    # sigmoid(x / T) > sigmoid(logit(t) / T) exactly when sigmoid(x) > t: a temperature moves no decision
+    t = min(max(float(thresh), 1e-12), 1 - 1e-12)
+    res = torch.sigmoid(math.log(t / (1 - t)) / torch.as_tensor(T, dtype=torch.float64)).float()
+    return float(res) if res.ndim == 0 else res
+
+def decision_thresh(learn, rec):
+    "Threshold on the learner's (tempered) probabilities that takes the decisions of the untempered model"
+    return thresh_at(rec.thresh, _T(learn)) if rec.kind == 'multilabel' else rec.thresh
+
+def per_item_loss(learn, out, targs, rec=None):
+    "Per-item losses of `learn.loss_func` on outputs `out` at the learner's temperature (one value per item)"
+    rec = rec or _activation_for(learn.loss_func, warn=False)
+    with learn.loss_not_reduced(): loss = learn.loss_func(tempered_outputs(out, _T(learn), rec), targs)
+    return to_detach(loss).reshape(len(out), -1).mean(1)
+
+def _nonfinite(model, rec, out, probs, dec):
+    "Rows with NaN: decoded as -1 (no class); rows with +inf logits: the limit of the softmax; warn once per call"
+    if not isinstance(out, torch.Tensor) or not out.is_floating_point() or not out.numel(): return probs, dec
+    lo, hi = torch.aminmax(out.detach())
+    if torch.isfinite(lo) and torch.isfinite(hi): return probs, dec
+    rows = lambda m: m.flatten(1).any(1) if m.ndim > 1 else m
+    nan, inf = rows(torch.isnan(out)), rows(torch.isinf(out))
+    if rec.kind == 'multiclass' and rec.name == 'softmax' and out.ndim > 1:
+        pos = (out == torch.inf)
+        lim = inf & ~nan & rows(pos)  # softmax with +inf logits: the mass shared by those, 0 elsewhere
+        if lim.any():
+            probs = probs.clone()
+            p = pos[lim].to(probs.dtype)
+            probs[lim] = p / p.sum(rec.axis, keepdim=True)
+    bad = rows(torch.isnan(probs)) if isinstance(probs, torch.Tensor) else nan
+    if bad.any() and isinstance(dec, torch.Tensor) and dec.shape[:1] == bad.shape and not dec.is_floating_point() \
+            and dec.dtype != torch.bool and rec.kind == 'multiclass':
+        dec = dec.clone()
+        dec[bad] = -1
+    n_bad, n_inf = int(bad.sum()), int((inf & ~bad).sum())
+    what = [f"{n_bad} of {len(nan)} rows hold NaN: their probabilities are NaN"
+            + (" and their decoded class is -1 (none)" if rec.kind == 'multiclass' else '')] if n_bad else []
+    if n_inf: what.append(f"{n_inf} of {len(nan)} rows hold an infinite output, taken at its limit (probability 1 or 0)")
+    warnings.warn(f"The model's outputs are not all finite: {'; '.join(what)}. Check the model and its inputs "
+                  f"(a learning rate too high, a log of 0, a division by 0).", stacklevel=4)
+    return probs, dec
+
+def _check_range(model, rec, probs):
+    "Warn once when a classifier's activation hands back values outside [0, 1]: they are not probabilities"
+    if rec.kind not in ('multiclass', 'multilabel') or not isinstance(probs, torch.Tensor) or not probs.numel(): return
+    lo, hi = torch.aminmax(torch.nan_to_num(probs.detach().float(), nan=0.5))
+    if lo >= -1e-6 and hi <= 1 + 1e-6: return
+    _warn_once(model, 'range', f"The activation of {rec.loss} ({rec.name}) gave values from {float(lo):.4g} to "
+               f"{float(hi):.4g}, outside [0, 1]: they are NOT probabilities. The model's outputs are not the "
+               f"{rec.expects} the activation expects; register the right activation with "
+               f"fastinterp.register_activation, or pass act=.", 5)
+
 def activate(learn, out, act=None, rec=None):
-    "Probabilities and decoded classes for the raw outputs `out` of `learn.model`, through the registry (or `rec`, already resolved)"
+    "Probabilities and decoded classes of raw outputs `out` of `learn.model`, through the registry (or `rec`)"
     if act is not None:
         rec = _activation_for(learn.loss_func, warn=False) if learn.loss_func is not None else None
         probs = act(out)
         return probs, (rec.decodes(probs) if rec else probs)
     rec = rec or activation_for(learn.loss_func)
     rec.check(out)
-    if isinstance(out, torch.Tensor): _check_double_activation(learn.model, rec, out)
-    T = vars(learn).get('temperature')  # set by `Learner.calibrate`; the Learner's own, as it hands unknown names to its model
-    probs = rec.act(out) if T is None else tempered(out, T, rec)
-    return probs, rec.decodes(probs)
+    is_t = isinstance(out, torch.Tensor)
+    T = _T(learn)
+    if is_t and _outputs_are_probs(learn.model, rec, out):  # already probabilities: a temperature cannot apply to them
+        probs = out.float() if out.dtype in (torch.float16, torch.bfloat16) else out
+        dec = rec.decodes(probs)
+    else:
+        probs = rec.act(out)
+        dec = rec.decodes(probs)  # decided on the untempered probabilities: a temperature changes no decision
+        if T is not None: probs = tempered(out, T, rec)
+    if is_t:
+        probs, dec = _nonfinite(learn.model, rec, out, probs, dec)
+        _check_range(learn.model, rec, probs)
+    return probs, dec
+
+def no_bar(learn):
+    "`learn.no_bar()` where fastai's progress bar is on; nothing to hide otherwise (fastinterp never loads it itself)"
+    return learn.no_bar() if hasattr(type(learn), 'no_bar') and hasattr(learn, 'progress') else nullcontext()
 
 def get_preds(self:Learner,
         ds_idx:int=1, # `DataLoader` to use for predictions if `dl` is None. 0: train. 1: valid
         dl=None, # `DataLoader` to use for predictions, defaults to `ds_idx=1` if None
         with_input:bool=False, # Return inputs with predictions
         with_decoded:bool=False, # Return decoded predictions: class indices, or 0/1 per label
-        with_loss:bool=False, # Return per item loss with predictions
+        with_loss:bool=False, # Return per item loss with predictions, at the learner's temperature
         act=None, # Apply activation to predictions, defaults to the loss's activation from the registry
         inner:bool=False, # If False, create progress bar, show logger, use temporary `cbs`
         reorder:bool=True, # Reorder predictions on dataset indicies, if applicable
         cbs=None, # Temporary `Callback`s to apply during prediction
-        **kwargs
+        **kwargs # fastai's: save_preds, save_targs, with_preds, with_targs, concat_dim, pickle_protocol
     )->tuple:
     "Get the predictions and targets on the `ds_idx`-th dbunchset or `dl`, as probabilities whatever the loss"
     res = list(stock_get_preds(self, ds_idx=ds_idx, dl=dl, with_input=with_input, with_decoded=False,
-                                   with_loss=with_loss, act=noop, inner=inner, reorder=reorder, cbs=cbs, **kwargs))
+                               with_loss=with_loss, act=noop, inner=inner, reorder=reorder, cbs=cbs, **kwargs))
     i = 1 if with_input else 0
-    if res[i] is None: return tuple(res)
-    res[i], dec = activate(self, res[i], act)
+    if not kwargs.get('with_preds', True) or res[i] is None: return tuple(res)
+    raw = res[i]
+    res[i], dec = activate(self, raw, act)
+    has_targs = kwargs.get('with_targs', True) and isinstance(res[i+1], torch.Tensor) and res[i+1].numel()
+    if with_loss and act is None and _T(self) is not None and has_targs:
+        res[-1] = per_item_loss(self, raw, res[i+1])  # the loss of the probabilities handed back, not of the raw model
     if with_decoded: res.insert(i+2, dec)
     return tuple(res)
+
+def _check_predicted(probs):
+    "A prediction whose probabilities hold NaN has no class: a clear error, never the class a -1 would decode to"
+    if isinstance(probs, torch.Tensor) and probs.is_floating_point() and bool(torch.isnan(probs).any()):
+        raise ValueError("The model's output for this item holds NaN, so it predicts no class: check the model and "
+                         "the item (a learning rate too high, a log of 0, a division by 0)")
 
 def predict(self:Learner,
         item, # One item, as the `DataLoaders` take it (a path, a row, a tensor)
         rm_type_tfms=None, # Number of type transforms to remove
         with_input=False, # Also return the decoded input
     ):
-    "Prediction on `item`: (decoded label, decoded class, probabilities)"
+    "Prediction on `item`: (decoded label, decoded class, probabilities), whatever the loss"
     if isinstance(getattr(self.dls, 'valid', None), TfmdDL):
-        return _stock[(Learner, 'predict')](self, item, rm_type_tfms=rm_type_tfms, with_input=with_input)
+        # fastai's own predict, with a class only where the probabilities have one
+        dl = self.dls.test_dl([item], rm_type_tfms=rm_type_tfms, num_workers=0)
+        inp, preds, _, dec_preds = self.get_preds(dl=dl, with_input=True, with_decoded=True)
+        _check_predicted(preds)
+        i = getattr(self.dls, 'n_inp', -1)
+        inp = (inp,) if i == 1 else tuplify(inp)
+        dec = self.dls.decode_batch(inp + tuplify(dec_preds))[0]
+        dec_inp, dec_targ = map(detuplify, [dec[:i], dec[i:]])
+        res = dec_targ, dec_preds[0], preds[0]
+        return (dec_inp,) + res if with_input else res
     # plain PyTorch data: `item` is the model's input itself
     x = torch.as_tensor(item)[None].to(getattr(self.dls, 'device', None) or next(self.model.parameters()).device)
     self.model.eval()
     with torch.no_grad(): out = to_detach(self.model(x))
     probs, dec = activate(self, out)
+    _check_predicted(probs)
     vocab = getattr(self.dls, 'vocab', None)
     d = dec[0]
     label = vocab[int(d)] if vocab is not None and d.ndim == 0 else d
     res = (label, d, probs[0])
     return (item,) + res if with_input else res
 
+def _tabular_predict(self,
+        row, # Features to be predicted, a `pd.Series` as fastai's `TabularLearner.predict` takes
+    ):
+    "fastai's tabular predict, (row, class, probabilities), through the registry; `row.show()` shows the predicted label"
+    res = _stock[(_TabularLearner, 'predict')](self, row)
+    _check_predicted(res[2])
+    return res
+
 def add_patch(owner, name, new):
     "Have `patch` set `owner.name` to `new` (and `unpatch` restore it)"
     _patches.append((owner, name, new))
     if is_patched(): _install(owner, name, new)
 
+_MISSING = object()
+
 def _install(owner, name, new):
-    _stock[(owner, name)] = owner.__dict__.get(name)  # None: inherited, so unpatching deletes ours
+    _stock[(owner, name)] = owner.__dict__.get(name, _MISSING)  # missing: inherited, so unpatching deletes ours
     setattr(owner, name, new)
 
 def is_patched():
@@ -120,9 +287,9 @@ def patch():
     for owner, name, new in _patches: _install(owner, name, new)
 
 def unpatch():
-    "Give fastai back its own `get_preds`, `predict` and interpretation"
-    for (owner, name), f in _stock.items():
-        if f is None: delattr(owner, name)
+    "Give fastai back every attribute `patch` changed"
+    for (owner, name), f in reversed(list(_stock.items())):
+        if f is _MISSING: delattr(owner, name)
         else: setattr(owner, name, f)
     _stock.clear()
 
@@ -132,3 +299,8 @@ def stock_get_preds(learn, *args, **kwargs):
 
 add_patch(Learner, 'get_preds', get_preds)
 add_patch(Learner, 'predict', predict)
+add_patch(Learner, 'temperature', property(_get_temperature, _set_temperature, _del_temperature, _temperature_doc))
+try:
+    from fastai.tabular.learner import TabularLearner as _TabularLearner  # loads no progress bar, changes no default
+    add_patch(_TabularLearner, 'predict', _tabular_predict)
+except ImportError: pass

@@ -3,29 +3,24 @@
 __all__ = ['StreamingStats', 'StreamingCallback', 'StreamingInterpretation']
 
 import math, re, time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 import numpy as np, pandas as pd, torch
 import torch.distributed as dist
 import sklearn.metrics as skm
 from fastcore.basics import store_attr, detuplify, noop
 from fastai.callback.core import Callback
-from fastai.learner import _ConstantFunc
 from fastai.torch_core import to_detach
-import fastai.callback.progress  # Learner.no_bar
 
 from .activations import activation_for
-from .preds import activate, stock_get_preds, add_patch
+from .preds import activate, stock_get_preds, decision_thresh, per_item_loss, no_bar
 from .uncertainty import MEASURES, check_finite
 from .interpret import ClassificationInterpretation, _is_labelled, _per_item_loss, _vocab, as_classes, output_kind, normalize_confusion
 from .calibration import CalibrationBins, _bin_sums, ece_from_bins, mce_from_bins, reliability_diagram_from_bins
 from .tta import item_nll
+from .loaders import _dataset_idxs, _distributed_dl, _is_distributed, inference_dl
 from . import show
 
-try: from fastai.distributed import DistributedDL
-except (ImportError, NameError): DistributedDL = None  # fastai.distributed cannot be imported without accelerate
-
-def _is_distributed(dl): return DistributedDL is not None and isinstance(dl, DistributedDL)
 
 # --- the functional core: a state is a dict of tensors; `_REDUCE` says how each entry combines across batches and processes
 _REDUCE = {'n': 'sum', 'pred_counts': 'sum', 'confusion': 'sum', **{f'bins_{f}': 'sum' for f in CalibrationBins._fields},
@@ -328,30 +323,6 @@ class StreamingStats:
         return _compute(self.state)
 
 # --- fastai: the callback that streams validation batches
-def _order(dl):
-    "Data set index of each item `dl` yields, in order (None: the position is the index), from its `get_idxs`"
-    get = getattr(dl, 'get_idxs', None)
-    if get is None:  # a torch DataLoader
-        sampler = getattr(dl, 'sampler', None)
-        if sampler is None or isinstance(sampler, torch.utils.data.SequentialSampler): return None
-        raise ValueError(f"Cannot trace the items of a DataLoader with a {type(sampler).__name__} back to the data set: use a sequential one")
-    if getattr(dl, 'shuffle', False) and not isinstance(get, _ConstantFunc):
-        raise ValueError("Cannot trace the items of a shuffled DataLoader back to the data set (its order is drawn anew at each "
-                         "pass): pass dl.new(shuffle=False), or use from_learner/get_preds, which fix the order")
-    idxs = list(get())
-    return None if any(i is None for i in idxs) else torch.tensor(idxs, dtype=torch.long)
-
-def _dataset_idxs(dl):
-    "Data set index of each item `dl` yields on this process, and which are real (not `DistributedDL` padding); None: positions"
-    if not _is_distributed(dl): return _order(dl), None
-    order = _order(dl.dl)
-    if order is None: raise ValueError("A DistributedDL over an unindexed data set: its items cannot be traced back to the data set")
-    # the arithmetic of DistributedDL.get_idxs: pad to a multiple of world_size by cycling from the start, one contiguous slice per rank
-    n, ws = len(order), dl.world_size
-    n_padded = math.ceil(n / ws) * ws
-    pos = torch.arange(dl.rank * n_padded // ws, (dl.rank + 1) * n_padded // ws)
-    return order[pos % n], pos < n
-
 def _as_classes(probs, decoded, targs, kind, thresh):
     "A batch as the in-memory interpretation sees a whole set; multi-label models are refused"
     if kind == 'multilabel' and probs.ndim == 2 and probs.shape[1] > 1:
@@ -378,7 +349,8 @@ class StreamingCallback(Callback):
         if self.rec is not None and self.rec.kind == 'regression':
             raise TypeError(f"Interpretation is for classifiers; {self.rec.loss} is a regression loss, so there are no classes to interpret.")
         self.kind = self.rec and self.rec.kind
-        self.thresh = self.rec.thresh if self.rec is not None and self.rec.thresh is not None else getattr(self.learn.loss_func, 'thresh', 0.5)
+        self.thresh = (decision_thresh(self.learn, self.rec) if self.rec is not None and self.rec.thresh is not None
+                       else getattr(self.learn.loss_func, 'thresh', 0.5))
         self.idxs, self.real = _dataset_idxs(self.learn.dl)
         self.stats, self.seen, self.start = None, 0, time.perf_counter()
 
@@ -409,6 +381,8 @@ class StreamingCallback(Callback):
     def _losses(self, bs):
         "Per-item losses of the batch, as `get_preds(with_loss=True)` gathers them"
         loss = self.learn.loss
+        if self.act is None and vars(self.learn).get('temperature') is not None:  # the loss of the probabilities kept
+            return to_detach(per_item_loss(self.learn, self.learn.pred, *self.learn.yb, rec=self.rec), gather=False)
         if loss.ndim == 0:  # a validation that reduces the loss: compute it again per item, the way get_preds has it computed
             with self.learn.loss_not_reduced(): loss = self.learn.loss_func(self.learn.pred, *self.learn.yb)
         # one value per item, as the in-memory `losses` are brought to it: a one-output BCE gives (bs, 1)
@@ -425,8 +399,17 @@ def _broadcast(self, t, rank):
     dist.broadcast(t, rank)
     return t.cpu().tolist()
 
-# fastai's DistributedDL moves the indices to CUDA whatever the backend, so it cannot run on a CPU with gloo
-if DistributedDL is not None: add_patch(DistributedDL, '_broadcast', _broadcast)
+@contextmanager
+def cpu_broadcast():
+    "Within: fastai's `DistributedDL._broadcast` works with gloo on a CPU (fastai's own moves its indices to CUDA)"
+    DistributedDL = _distributed_dl()
+    own = None if DistributedDL is None else DistributedDL.__dict__.get('_broadcast')
+    # only over fastai's original: a `_broadcast` someone else installed (a test's mock) is theirs to keep
+    ours = getattr(own, '__module__', None) == 'fastai.distributed' and dist.is_available() and dist.is_initialized()
+    if ours: DistributedDL._broadcast = _broadcast
+    try: yield
+    finally:
+        if ours: DistributedDL._broadcast = own
 
 # --- the interpretation built from streamed statistics
 class _Kept:
@@ -439,7 +422,8 @@ class _Kept:
 class _KeptItems:
     "The kept items of one list, shaped like the in-memory interpretation (indexed by data set index), so that its plots draw them"
     multilabel = False
-    _title, batch, items = ClassificationInterpretation._title, ClassificationInterpretation.batch, ClassificationInterpretation.items
+    _title_parts, _titles = ClassificationInterpretation._title_parts, ClassificationInterpretation._titles
+    batch, items = ClassificationInterpretation.batch, ClassificationInterpretation.items
     def __init__(self, interp, name):
         self.dl, self.vocab, self.labelled = interp.dl, interp.vocab, interp.labelled
         self.top_losses, self.most_uncertain = interp.top_losses, interp.most_uncertain
@@ -471,6 +455,7 @@ class StreamingInterpretation:
         items_per_s:float|None=None, # Throughput of the streaming pass
     ):
         store_attr('learn,stats,items_per_s')
+        self.temperature = vars(learn).get('temperature')  # that the probabilities were made at, if any
         self.dl = dl.dl if _is_distributed(dl) else dl
         self.res = stats.compute()
         self.vocab = list(range(stats.n_classes)) if vocab is None else list(vocab)
@@ -489,13 +474,15 @@ class StreamingInterpretation:
     ):
         "Stream one inference pass over `dl` into counts and the top `k` items: memory independent of the number of items"
         if dl is None: dl = learn.dls[ds_idx].new(shuffle=False, drop_last=False)
+        dl = inference_dl(dl)  # a torch DataLoader: the same batches as a fastai one, in data set order
         distributed = _is_distributed(dl)
         inner = dl.dl if distributed else dl
         if len(inner) == 0 or len(inner.dataset) == 0: raise ValueError("Cannot interpret an empty DataLoader: it holds no items")
         with_loss = _is_labelled(inner) and _per_item_loss(learn.loss_func)
         cb = StreamingCallback(k, n_bins, measures, act, with_loss)
         # the loss per item, computed as get_preds(with_loss=True) has it computed; nothing gathered (with_preds/with_targs off)
-        with learn.loss_not_reduced() if with_loss else nullcontext(), nullcontext() if progress else learn.no_bar():
+        with learn.loss_not_reduced() if with_loss else nullcontext(), nullcontext() if progress else no_bar(learn), \
+                cpu_broadcast():
             # a DistributedDL is in data set order already, and `reorder` would rebuild it without its rank
             stock_get_preds(learn, dl=dl, act=noop, cbs=[cb], with_preds=False, with_targs=False, reorder=not distributed)
         return cls(learn, dl, cb.stats, _vocab(inner, cb.stats.n_classes), cb.items_per_s)
@@ -596,7 +583,7 @@ class StreamingInterpretation:
         **kwargs # Passed to `reliability_diagram_from_bins` (title, figsize)
     ):
         "Reliability diagram from the streamed bins: the figure the in-memory interpretation draws from every item"
-        return reliability_diagram_from_bins(self._bins('plot_reliability', n_bins), **kwargs)
+        reliability_diagram_from_bins(self._bins('plot_reliability', n_bins), **kwargs)
 
     def classification_report(self, **kwargs):
         "scikit-learn's classification report from the confusion counts: the same text as from every item"
@@ -612,14 +599,42 @@ class StreamingInterpretation:
         "Print scikit-learn's classification report"
         print(self.classification_report())
 
-    def plot_top_losses(self, k=9, largest=True, **kwargs):
+    def plot_top_losses(self,
+        k:int|list=9, # Number of kept items, or ranks in the loss ranking (a list), as fastai takes it
+        largest:bool=True, # Only the largest are kept
+        **kwargs # nrows, ncols, figsize of the grid, as fastai's; the rest to each image's `show`
+    ):
         "Show the `k` kept items with the largest losses, drawn as the in-memory interpretation draws them"
-        return ClassificationInterpretation.plot_top_losses(_KeptItems(self, 'loss'), k, largest, **kwargs)
+        ClassificationInterpretation.plot_top_losses(_KeptItems(self, 'loss'), k, largest, **kwargs)
 
-    def plot_most_uncertain(self, k=9, measure='entropy', cls=None, by='pred', n_classes:int=3, **kwargs):
+    def plot_most_uncertain(self,
+        k:int|list=9, # Number of kept items, or ranks in the ranking (a list)
+        measure='entropy', # A name in the measures streamed
+        cls=None, # Not available from streamed statistics (None)
+        by:str='pred', # Unused without `cls`
+        n_classes:int=3, # Classes in each title, most probable first
+        **kwargs # nrows, ncols, figsize of the grid; the rest to each image's `show`
+    ):
         "Show the `k` most uncertain kept items, drawn as the in-memory interpretation draws them"
-        self.most_uncertain(k, measure, cls, by)  # what streaming cannot answer fails here, with its reason
-        return ClassificationInterpretation.plot_most_uncertain(_KeptItems(self, measure), k, measure, cls, by, n_classes, **kwargs)
+        # what streaming cannot answer fails here, with its reason
+        self.most_uncertain(k if isinstance(k, int) else None, measure, cls, by)
+        kept = _KeptItems(self, measure)
+        ClassificationInterpretation.plot_most_uncertain(kept, k, measure, cls, by, n_classes, **kwargs)
+
+    def __repr__(self):
+        "What these statistics are of: items, classes, activation, accuracy, where they come from, what was kept"
+        from .interpret import _some, _source, _thresh, _activation
+        from .calibration import _pct
+        C, act = len(self.vocab), getattr(self, 'act', None)
+        kind = [f"single-label, {_activation(self)}", f"accuracy {_pct(self.accuracy)}" if self.labelled
+                else 'unlabelled']
+        lists = (['loss'] if self.stats.with_loss else []) + list(self.stats.measures)
+        src = [_source(self.learn, self.dl), f"top {self.k} kept of {len(lists)} lists ({', '.join(lists)})",
+               f"{self.stats.n_bins} calibration bins"]
+        T = getattr(self, 'temperature', vars(self.learn).get('temperature'))
+        if T is not None and act is None: src.append(f"temperature {_thresh(T)}")
+        return '\n'.join([f"{type(self).__name__}: {self.n:,} items, {C} classes ({_some(self.vocab)})",
+                          '  ' + ' · '.join(kind), '  streamed from ' + src[0], '  ' + ' · '.join(src[1:])])
 
     to_df = _in_memory_only('to_df', 'holds one row per item')
     uncertainty = _in_memory_only('uncertainty', 'returns the score of every item')

@@ -75,15 +75,16 @@ def uncertainty(probs, # (N, C) probabilities, rows summing to 1
     return MEASURES[measure](probs)
 
 def label_uncertainty(probs, # (N, L) sigmoid probabilities, or (N,) / (N, 1) for a one-output binary model
-        thresh:float=0.5, # Decision threshold of each label
+        thresh:float=0.5, # Decision threshold: one for every label, or (L,) one per label
     ):
     "(N, L) closeness of each label's probability to `thresh`: 1 at the threshold, 0 at the farther of 0 and 1"
-    if not 0 < thresh < 1: raise ValueError(f"thresh must lie strictly between 0 and 1, got {thresh}")
     p = _as_probs(probs, multiclass=False)
+    t = torch.as_tensor(thresh, dtype=p.dtype, device=p.device)  # a float, or one per label (a temperature moves them)
+    if not bool(((t > 0) & (t < 1)).all()): raise ValueError(f"thresh must lie strictly between 0 and 1, got {thresh}")
     if p.ndim == 1: p = p[:, None]
     if p.ndim != 2:
         raise ValueError(f"Multi-label uncertainty needs probabilities of shape (N, L) or (N,), got shape {tuple(p.shape)}")
-    return _unit(1 - (p - thresh).abs() / max(thresh, 1 - thresh))
+    return _unit(1 - (p - t).abs() / torch.maximum(t, 1 - t))
 
 def multilabel_uncertainty(probs, # (N, L) sigmoid probabilities, or (N,) / (N, 1) for a one-output binary model
         thresh:float=0.5, # Decision threshold of each label

@@ -120,3 +120,13 @@ def test_shape_that_does_not_fit_the_kind():
     rec = activation_for(nn.CrossEntropyLoss())
     with pytest.raises(ValueError, match=r'multi-class loss.*shape \(5,\).*BCEWithLogitsLoss'): rec.check(torch.randn(5))
     with pytest.warns(UserWarning, match=r'softmax over one number is always 1\.0'): rec.check(torch.randn(5, 1))
+
+class _WrapsCE(nn.Module):
+    "A user's loss module that calls a registered loss inside: fastinterp cannot see what forward does with it"
+    def __init__(self): super().__init__(); self.ce = nn.CrossEntropyLoss()
+    def forward(self, out, targ): return self.ce(out, targ)
+
+def test_a_wrapper_module_is_not_guessed_but_named_in_the_warning():
+    with pytest.warns(UserWarning, match=r"holds CrossEntropyLoss \(softmax\).*register_activation\(.*_WrapsCE, 'softmax'"):
+        rec = activation_for(_WrapsCE())
+    assert rec.kind == 'unknown' and rec.name == 'identity'

@@ -202,8 +202,8 @@ def test_reliability_diagram_from_bins():
     bins = label_calibration_bins(q, y, 10)
     fig = reliability_diagram_from_bins(CalibrationBins(*(x[1] for x in bins)), multilabel=True, title='label 1')
     ax, (p1, y1) = fig.axes[0], (x[:, 1].contiguous() for x in (q, y))
-    assert ax.get_title() == f"label 1\nECE {100 * binary_calibration_error(p1, y1, 10).item():.2f}% · " \
-                             f"MCE {100 * binary_calibration_error(p1, y1, 10, norm='max').item():.2f}% · 10 bins"
+    ece_, mce_ = (100 * binary_calibration_error(p1, y1, 10, norm=norm).item() for norm in ('l1', 'max'))
+    assert ax.get_title().startswith(f"label 1\nECE {ece_:.2f}% · 10 bins\nMCE {mce_:.2f}%: largest gap")
     idx = np.minimum(np.digitize(p1.numpy(), np.linspace(0, 1, 11, dtype=np.float32)) - 1, 9)
     full = [i for i in range(10) if (idx == i).any()]
     np.testing.assert_allclose([b.get_height() for b in ax.containers[0]], [y1[idx == i].mean() for i in full], atol=1e-6)
@@ -243,7 +243,19 @@ def test_calibrate_overconfident_learner(overfit, capsys):
     learn = overfit
     raw, t = raw_outputs(learn, learn.dls.valid), valid_targets(learn)
     try:
-        with learn.no_bar(): res = learn.calibrate()
+        with learn.no_bar(): held = learn.calibrate()
+        out = capsys.readouterr().out
+        assert 'each half tempered by the T fitted on the other half' in out and held.attrs['judged'] == 'held out'
+        # by default 'after' is judged on items its T never saw: each half of a seeded split by the other half's T
+        order = torch.randperm(len(raw), generator=torch.Generator().manual_seed(0))
+        halves, after = (order[:len(raw) // 2], order[len(raw) // 2:]), torch.empty_like(raw)
+        for fit, judge in (halves, halves[::-1]):
+            T_half = scipy_temperature(lambda T: F.cross_entropy(raw[fit].double() / T, t[fit]).item())
+            after[judge] = torch.softmax(raw[judge] / T_half, 1)
+        assert held.loc['after', 'ece'] == pytest.approx(multiclass_calibration_error(after, t, 10, 15).item(), abs=1e-4)
+        assert held.loc['after', 'nll'] == pytest.approx(F.nll_loss(after.log(), t).item(), rel=1e-3)
+        assert held.loc['before', 'ece'] == pytest.approx(multiclass_calibration_error(torch.softmax(raw, 1), t, 10, 15).item(), abs=1e-5)
+        with learn.no_bar(): res = learn.calibrate(held_out=False)
         T = learn.temperature
         assert T == pytest.approx(scipy_temperature(lambda T: F.cross_entropy(raw.double() / T, t).item()), rel=1e-4)
         assert T > 1.2  # over-confident: the best temperature softens the softmax
@@ -254,6 +266,7 @@ def test_calibrate_overconfident_learner(overfit, capsys):
             assert res.loc[row, 'nll'] == pytest.approx(F.nll_loss(p.log(), t).item(), rel=1e-4)
         out = capsys.readouterr().out
         assert f'Temperature T = {T:.4g}, fitted on 1,497 items of the validation set' in out and 'learn.temperature = None' in out
+        assert 'IN-SAMPLE (held_out=False)' in out and res.attrs['judged'] == 'in-sample'
         with learn.no_bar(): p, targs, dec = learn.get_preds(with_decoded=True)
         torch.testing.assert_close(p, torch.softmax(raw / T, 1))
         assert torch.equal(dec, raw.argmax(1))
@@ -431,7 +444,8 @@ def test_interpretation_calibration_views(vision, tmp_path):
     assert m['brier'] == pytest.approx(skm.brier_score_loss(t.numpy(), p.numpy(), labels=list(range(10)), scale_by_half=False), rel=1e-5)
     assert m['accuracy'] == pytest.approx(float((raw.argmax(1) == t).float().mean()))
     assert it.calibration(5)['ece'] == pytest.approx(multiclass_calibration_error(p, t, 10, 5).item(), abs=1e-6)
-    fig = it.plot_reliability()
+    it.plot_reliability()
+    fig = plt.gcf()
     assert f"ECE {100 * m['ece']:.2f}%" in fig.axes[0].get_title()
     fig.savefig(tmp_path/'digits.png'); plt.close(fig)
     unlabelled = ClassificationInterpretation.from_learner(vision, dl=vision.dls.test_dl(vision.dls.valid.items[:8]))
@@ -445,7 +459,8 @@ def test_interpretation_calibration_multilabel(multilabel, tmp_path):
     assert m['ece'] == pytest.approx(binary_calibration_error(torch.sigmoid(raw), y).item(), abs=1e-6)
     np.testing.assert_allclose(m['label_ece'].values, [binary_calibration_error(torch.sigmoid(raw[:, l]), y[:, l]).item() for l in range(3)], atol=1e-6)
     assert m['nll'] == pytest.approx(F.binary_cross_entropy_with_logits(raw, y).item(), rel=1e-4)
-    fig = it.plot_reliability()
+    it.plot_reliability()
+    fig = plt.gcf()
     assert 'all labels pooled' in fig.axes[0].get_title()
     fig.savefig(tmp_path/'multilabel.png'); plt.close(fig)
 

@@ -137,7 +137,8 @@ def titles(fig): return [ax.get_title() for ax in fig.axes if ax.get_title()]
 
 def test_plot_top_losses_titles_hold_the_numbers(interp, reference, tmp_path):
     probs, targs, losses = reference
-    fig = interp.plot_top_losses(6)
+    interp.plot_top_losses(6)
+    fig = plt.gcf()
     fig.savefig(tmp_path/'top_losses.png')
     _, idxs = interp.top_losses(6)
     ts = titles(fig)
@@ -152,7 +153,8 @@ def test_plot_top_losses_titles_hold_the_numbers(interp, reference, tmp_path):
     plt.close(fig)
 
 def test_plot_most_uncertain_and_class_views(interp, tmp_path):
-    fig = interp.plot_most_uncertain(9)
+    interp.plot_most_uncertain(9)
+    fig = plt.gcf()
     fig.savefig(tmp_path/'most_uncertain.png')
     vals, idxs = interp.most_uncertain(9)
     plt.close(fig)
@@ -163,7 +165,10 @@ def test_plot_most_uncertain_and_class_views(interp, tmp_path):
         shown.append(t.split('entropy ')[1])
         assert abs(float(shown[-1]) - v) <= 0.5 * 10 ** -len(shown[-1].split('.')[1])  # rounded, not truncated or made up
     assert len(set(shown)) == len(set(vals.tolist()))  # different scores read differently
-    for f in (interp.plot_most_correct('3', 4), interp.plot_most_incorrect('9', 4), interp.plot_most_uncertain(4, cls='8', by='target')):
+    for plot in (lambda: interp.plot_most_correct('3', 4), lambda: interp.plot_most_incorrect('9', 4),
+                 lambda: interp.plot_most_uncertain(4, cls='8', by='target')):
+        plot()
+        f = plt.gcf()
         assert 1 <= len(titles(f)) <= 4
         plt.close(f)
 
@@ -193,7 +198,7 @@ def test_unlabelled_test_dl(digits_vision, digits_path):
     df = it.to_df()
     assert 'loss' not in df and 'target' not in df and len(df) == 50
     with pytest.raises(ValueError, match='unlabelled.*most_uncertain'): it.top_losses(3)
-    fig = it.plot_most_uncertain(4); plt.close(fig)
+    it.plot_most_uncertain(4); plt.close(plt.gcf())
 
 def test_binary_one_output_sigmoid(digits_arrays):
     X, y = digits_arrays

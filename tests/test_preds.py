@@ -212,3 +212,53 @@ def test_no_loss_function_is_a_clear_error(digits_path):
     dl = learn.dls.test_dl(sorted((digits_path/'valid'/'1').glob('*.png')))
     learn.loss_func = None
     with pytest.raises(TypeError, match='no loss function'): learn.get_preds(dl=dl)
+
+def identity_learner(z, y, loss_func):
+    "A learner whose model hands back its input: its outputs are exactly `z`"
+    from fastai.data.core import DataLoaders
+    from fastai.data.load import DataLoader
+    from fastai.learner import Learner
+    items = list(zip(z, y))
+    return Learner(DataLoaders(DataLoader(items, bs=4), DataLoader(items, bs=4)), _Identity(), loss_func=loss_func)
+
+class _Identity(nn.Module):
+    "Hands back its input, infinities included (a matrix product would turn inf * 0 into NaN)"
+    def __init__(self): super().__init__(); self.unused = nn.Parameter(torch.zeros(1))
+    def forward(self, x): return x
+
+def test_nan_and_inf_outputs_are_said_and_never_decoded_as_a_class():
+    inf, nan = float('inf'), float('nan')
+    z = torch.tensor([[0., 1., 2.], [inf, 0., 0.], [nan, 0., 1.], [-inf, 0., 0.], [inf, inf, 0.], [1., 0., 0.]])
+    learn = identity_learner(z, torch.tensor([0, 0, 0, 1, 0, 0]), nn.CrossEntropyLoss())
+    with pytest.warns(UserWarning, match=r'1 of 6 rows hold NaN.*decoded class is -1.*3 of 6 rows hold an infinite'):
+        with learn.no_bar(): p, _, dec = learn.get_preds(with_decoded=True)
+    torch.testing.assert_close(p[[0, 5]], torch.softmax(z[[0, 5]], 1))
+    assert p[1].tolist() == [1., 0., 0.] and p[4].tolist() == [0.5, 0.5, 0.] and p[3].tolist() == [0., 0.5, 0.5]
+    assert torch.isnan(p[2]).all() and dec.tolist() == [2, 0, -1, 1, 0, 0]
+    with pytest.raises(ValueError, match='holds NaN, so it predicts no class'), warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        learn.predict(z[2])
+    assert learn.predict(z[1])[1] == 0
+
+def test_finite_outputs_do_not_warn():
+    z = torch.randn(8, 3, generator=torch.Generator().manual_seed(0))
+    learn = identity_learner(z, torch.zeros(8, dtype=torch.long), nn.CrossEntropyLoss())
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        with learn.no_bar(): learn.get_preds(with_decoded=True)
+
+def test_nll_loss_over_a_softmax_model_gives_its_probabilities(digits_path):
+    "exp() of probabilities would leave [0, 1]: the model's own softmax outputs are the probabilities, and it is said"
+    learn = digits_learner(digits_path, loss_func=nn.NLLLoss(), final=nn.Softmax(1))
+    with pytest.warns(UserWarning, match=r'outputs themselves as the probabilities'): p, _ = learn.get_preds()
+    torch.testing.assert_close(p, raw_outputs(learn, learn.dls.valid))
+    assert float(p.max()) <= 1 and float(p.min()) >= 0
+
+def test_an_activation_that_leaves_0_1_is_said():
+    class ExpLoss(nn.Module):
+        def forward(self, out, targ): return F.nll_loss(out, targ)
+    fastinterp.register_activation(ExpLoss, 'exp', kind='multiclass')
+    z = torch.randn(8, 3, generator=torch.Generator().manual_seed(0)) * 3  # logits, not log-probabilities
+    learn = identity_learner(z, torch.zeros(8, dtype=torch.long), ExpLoss())
+    with pytest.warns(UserWarning, match=r'outside \[0, 1\]: they are NOT probabilities'):
+        with learn.no_bar(): learn.get_preds()

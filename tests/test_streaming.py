@@ -12,7 +12,7 @@ from fastai.data.load import DataLoader as FaDataLoader
 from fastai.learner import _ConstantFunc
 
 from fastinterp.interpret import ClassificationInterpretation, _topk
-from fastinterp.streaming import StreamingStats, StreamingCallback, StreamingInterpretation, _dataset_idxs, _score
+from fastinterp.streaming import StreamingStats, StreamingCallback, StreamingInterpretation, _dataset_idxs, _score, cpu_broadcast
 from fastinterp.uncertainty import MEASURES
 from fastinterp.calibration import calibration_bins, calibration_metrics, brier, nll
 from fastinterp.data import digits_learner
@@ -318,11 +318,13 @@ def pixels(fig):
 def test_plots_match_in_memory(digits_vision, in_memory):
     "The same pictures: the kept items' grids, and the figures drawn from counts (confusion matrix, reliability diagram)"
     st = StreamingInterpretation.from_learner(digits_vision, dl=digits_vision.dls.valid.new(bs=37), k=K, progress=False)
-    for name, a, b in [('top_losses', st.plot_top_losses(9), in_memory.plot_top_losses(9)),
-                       ('uncertain', st.plot_most_uncertain(6, 'margin'), in_memory.plot_most_uncertain(6, 'margin')),
-                       ('confusion', st.plot_confusion_matrix(), in_memory.plot_confusion_matrix()),
-                       ('reliability', st.plot_reliability(), in_memory.plot_reliability()),
-                       ('titled', *(i.plot_reliability(title='Digits', figsize=(4, 5)) for i in (st, in_memory)))]:
+    drawn = lambda plot: plot() or plt.gcf()  # a plot method draws one figure, and returns None
+    for name, plot in [('top_losses', lambda i: i.plot_top_losses(9)),
+                       ('uncertain', lambda i: i.plot_most_uncertain(6, 'margin')),
+                       ('confusion', lambda i: i.plot_confusion_matrix()),
+                       ('reliability', lambda i: i.plot_reliability()),
+                       ('titled', lambda i: i.plot_reliability(title='Digits', figsize=(4, 5)))]:
+        a = drawn(lambda: plot(st)); b = drawn(lambda: plot(in_memory))
         titles = lambda fig: [ax.get_title() for ax in fig.axes]
         assert titles(a) == titles(b), name
         np.testing.assert_array_equal(pixels(a), pixels(b), err_msg=name)
@@ -352,7 +354,7 @@ def test_distributed_dl_items_traced_as_fastai_slices_them(n, world):
         for rank in range(world):
             ddl = DistributedDL(dl, rank, world)
             idxs, real = _dataset_idxs(ddl)
-            assert idxs.tolist() == ddl.get_idxs(), rank
+            with cpu_broadcast(): assert idxs.tolist() == ddl.get_idxs(), rank  # fastai's own broadcast needs CUDA
             real_items += idxs[real].tolist()
         assert sorted(real_items) == list(range(n))
     finally: dist.destroy_process_group()
@@ -371,6 +373,7 @@ def run_rank(rank, world, port, out, digits_path, weights):
         res = {'stats': stream(probs, targs, losses, [37], idxs=torch.arange(rank, 997, world), measures=measures).sync().compute(),
                # a rank that saw nothing still takes part, and ends with the other's figures
                'one_rank': (stream(probs, targs, losses, [100]) if rank == 0 else StreamingStats(C, K)).sync().compute()}
+        import fastai.distributed  # Learner.distrib_ctx, as a user of fastai's distributed training imports it
         learn = digits_learner(digits_path)
         learn.model.load_state_dict(torch.load(weights))
         # on a CPU: SyncBatchNorm is GPU-only, and accelerate must be told (cpu=True) or it leaves the model unwrapped
