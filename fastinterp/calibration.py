@@ -298,7 +298,7 @@ def _cross_fitted(out, targs, rec, seed):
     ml = rec.kind == 'multilabel'
     order = torch.randperm(len(out), generator=torch.Generator().manual_seed(seed))
     halves = order[:len(out) // 2], order[len(out) // 2:]
-    after, thresh = torch.empty_like(rec.act(out)), torch.full(out.shape if ml else (len(out),), float(rec.thresh))
+    after, thresh = torch.empty_like(out), torch.full(out.shape if ml else (len(out),), float(rec.thresh))
     for fit, judge in (halves, halves[::-1]):
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')  # a half stopping at a bound: the fit on every item says so

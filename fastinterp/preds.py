@@ -8,8 +8,7 @@ from contextlib import nullcontext
 
 import numpy as np
 import torch
-from fastcore.basics import noop
-from fastcore.basics import detuplify, tuplify
+from fastcore.basics import detuplify, noop, tuplify
 from fastcore.xtras import is_listy
 from fastai.learner import Learner
 from fastai.data.core import TfmdDL

@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt
 import sklearn.metrics as skm
 
 from .activations import activation_for
+from .calibration import _pct  # 100.00% and 0.00% only for exactly 1 and 0
 from . import calibration as cal
 
 _CSS = """
@@ -52,7 +53,6 @@ _e = html.escape
 
 def _slug(s, n=40): return re.sub(r'[^A-Za-z0-9_.-]+', '_', str(s)).strip('_.')[:n] or 'class'
 
-def _pct(x): return f'{100 * x:.2f}%'
 
 class _Page:
     "The report's sections, and the files written beside it"

@@ -64,3 +64,16 @@ def wine_tabular():
                                      splits=RandomSplitter(0.3, seed=0)(range_of(df)), num_workers=0)
     learn = tabular_learner(dls, layers=[32], loss_func=CrossEntropyLossFlat(), metrics=accuracy)
     return fit_quietly(learn, 5, 1e-2), df
+
+def kernel_spec(tmp_path_factory, name, **env):
+    "Install a kernel spec `name` for this interpreter, found first on JUPYTER_PATH (with `env` set); yield its name"
+    import json, sys
+    from ipykernel.kernelspec import install
+    prefix = tmp_path_factory.mktemp('jupyter')
+    install(kernel_name=name, prefix=str(prefix))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv('JUPYTER_PATH', str(prefix/'share'/'jupyter'))
+        for k, v in env.items(): mp.setenv(k, v)
+        spec = json.loads((prefix/'share'/'jupyter'/'kernels'/name/'kernel.json').read_text())
+        assert spec['argv'][0] == sys.executable
+        yield name

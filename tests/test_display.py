@@ -1,5 +1,5 @@
 "How interpretations show themselves: titles, fastai's plotting API, one figure per plot, indexing, repr, diagrams"
-import inspect, json, re, sys
+import inspect, re
 from collections import Counter
 import numpy as np, pytest, torch
 import torch.nn as nn
@@ -14,7 +14,7 @@ import fastinterp
 from fastinterp.interpret import ClassificationInterpretation
 from fastinterp.streaming import StreamingInterpretation
 from fastinterp.calibration import reliability_diagram
-from conftest import plain_learner, fit_quietly
+from conftest import plain_learner, fit_quietly, kernel_spec
 
 @pytest.fixture(scope='module')
 def interp(digits_vision):
@@ -230,15 +230,7 @@ def test_a_plot_draws_one_figure_and_returns_none(interp, streamed, plot):
 @pytest.fixture(scope='module')
 def inline_kernel(tmp_path_factory):
     "A kernel spec for this interpreter, with matplotlib's inline backend, as in a notebook"
-    from ipykernel.kernelspec import install
-    prefix = tmp_path_factory.mktemp('jupyter')
-    install(kernel_name='fastinterp-display', prefix=str(prefix))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv('JUPYTER_PATH', str(prefix/'share'/'jupyter'))
-        mp.setenv('MPLBACKEND', 'module://matplotlib_inline.backend_inline')
-        spec = json.loads((prefix/'share'/'jupyter'/'kernels'/'fastinterp-display'/'kernel.json').read_text())
-        assert spec['argv'][0] == sys.executable
-        yield 'fastinterp-display'
+    yield from kernel_spec(tmp_path_factory, 'fastinterp-display', MPLBACKEND='module://matplotlib_inline.backend_inline')
 
 PLOTS = ["interp.plot_top_losses(4)", "interp.plot_most_uncertain(4)", "interp.plot_most_correct('3', 2)",
          "interp.plot_most_incorrect(worst, 2)", "interp.plot_confusion_matrix(figsize=(6, 6), dpi=60)",

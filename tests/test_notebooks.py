@@ -1,23 +1,16 @@
 "Every notebook in nbs/ runs from top to bottom without an error, in a temporary folder, on this test run's Python"
-import json, sys
 from pathlib import Path
 import pytest
 import nbformat
 from nbclient import NotebookClient
+from conftest import kernel_spec
 
 NBS = sorted((Path(__file__).parent.parent/'nbs').glob('*.ipynb'))
 
 @pytest.fixture(scope='module')
 def kernel(tmp_path_factory):
     "A kernel spec for this interpreter, found first on JUPYTER_PATH: a user's own 'python3' kernel cannot stand in"
-    from ipykernel.kernelspec import install
-    prefix = tmp_path_factory.mktemp('jupyter')
-    install(kernel_name='fastinterp-tests', prefix=str(prefix))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv('JUPYTER_PATH', str(prefix/'share'/'jupyter'))
-        spec = json.loads((prefix/'share'/'jupyter'/'kernels'/'fastinterp-tests'/'kernel.json').read_text())
-        assert spec['argv'][0] == sys.executable
-        yield 'fastinterp-tests'
+    yield from kernel_spec(tmp_path_factory, 'fastinterp-tests')
 
 def test_the_three_notebooks_are_there():
     assert [p.name for p in NBS] == ['01_logits_vs_probabilities.ipynb', '02_interpreting_a_classifier.ipynb',
