@@ -2,16 +2,18 @@
 __version__ = '0.1.0'
 
 import warnings
-with warnings.catch_warnings():  # fastai 2.8 scripts a few layers with the deprecated torch.jit.script: fastai's to fix, not the user's
+with warnings.catch_warnings():  # fastai 2.8 scripts a few layers with the deprecated torch.jit.script: fastai's to fix
     warnings.filterwarnings('ignore', '`torch.jit.script` is deprecated', FutureWarning)
     import fastai.layers
 
 from .activations import *
-from .preds import patch, unpatch, is_patched
-from .interpret import ClassificationInterpretation
+from .patching import patch, unpatch, is_patched
+from . import preds, temperature  # Learner.get_preds, predict, temperature; Learner.calibrate
 from .tta import TTACallback, TTAResult
-from . import uncertainty
-from . import calibration  # Learner.calibrate, ECE, reliability diagram, MC dropout
-from .streaming import StreamingStats, StreamingCallback, StreamingInterpretation
+from . import uncertainty  # uncertainty measures, MC dropout
+from . import calibration  # ECE, MCE, Brier, NLL, temperature fitting
+from .stats import StreamingStats
+from .streaming import StreamingCallback
+from .interpret import ClassificationInterpretation, StreamingInterpretation
 
 patch()

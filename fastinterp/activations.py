@@ -48,6 +48,20 @@ class LossActivation:
         return (f"LossActivation(loss={self.loss!r}, name={self.name!r}, kind={self.kind!r}, expects={self.expects!r}, "
                 f"axis={self.axis}{extra})")
 
+    def check_classifier(self,
+        what:str, # What needs class probabilities, for the message: 'ClassificationInterpretation', ...
+        known:bool=False, # Refuse a loss whose activation is unknown too: `what` must know its outputs are logits
+    ):
+        "`self`, or a ValueError when its loss gives no class probabilities: a regression loss (or an unknown one)"
+        if self.kind == 'regression':
+            raise ValueError(f"{what} needs class probabilities, and {self.loss} is a regression loss: the model "
+                             f"outputs values, not class scores, so there are no classes to interpret.")
+        if known and self.kind not in ('multiclass', 'multilabel'):
+            raise ValueError(f"fastinterp does not know the final activation of {self.loss}, so {what} cannot tell "
+                             f"whether the model outputs logits. Register the loss first, e.g. "
+                             f"fastinterp.register_activation(YourLoss, 'softmax', kind='multiclass').")
+        return self
+
     def check(self, out):
         "Raise on outputs whose shape does not fit `kind`; warn when a softmax runs over a single output"
         if not isinstance(out, torch.Tensor) or self.kind != 'multiclass': return
@@ -94,12 +108,15 @@ def register_activation(loss=None, # Loss class or function; omit to use as a de
     ):
     "Register the final activation of a loss class or function; also usable as a decorator"
     if loss is None:
-        return lambda l: register_activation(l, act=act, decodes=decodes, kind=kind, thresh=thresh, axis=axis, expects=expects) or l
+        return lambda l: register_activation(l, act=act, decodes=decodes, kind=kind, thresh=thresh, axis=axis,
+                                             expects=expects) or l
     if not callable(loss): raise TypeError(f"register_activation needs a loss class or function, got {loss!r}")
     if kind not in KINDS: raise ValueError(f"Unknown kind {kind!r}: known kinds are {', '.join(KINDS)}")
     if callable(act): name, fn, exp = getattr(act, '__name__', 'custom'), (lambda x, axis: act(x)), 'logits'
     elif act in ACTIVATIONS: name, (fn, exp) = act, ACTIVATIONS[act]
-    else: raise ValueError(f"Unknown activation {act!r}: known activations are {', '.join(ACTIVATIONS)}, or pass a callable")
+    else:
+        raise ValueError(f"Unknown activation {act!r}: known activations are {', '.join(ACTIVATIONS)}, "
+                         f"or pass a callable")
     if decodes is not None: dec = lambda x, axis: decodes(x)
     elif kind == 'multiclass': dec = _argmax
     elif kind == 'multilabel': dec = lambda x, axis: x > thresh
@@ -159,7 +176,8 @@ def _activation_for(loss_func, warn):
         act = own_act or (functools.partial(e.act, axis=axis) if e else _unchanged)
         dec = own_dec or (functools.partial(e.decodes, axis=axis) if e else _unchanged)
         return LossActivation(name, getattr(own_act, '__qualname__', e.name if e else 'identity'), act, dec,
-                              kind, axis, e.expects if e else 'logits', getattr(loss_func, 'thresh', e.thresh if e else 0.5))
+                              kind, axis, e.expects if e else 'logits',
+                              getattr(loss_func, 'thresh', e.thresh if e else 0.5))
     if e is None:
         k = _key(inner)
         try: first = k not in _warned; warn and _warned.add(k)
@@ -174,7 +192,8 @@ def _activation_for(loss_func, warn):
 # The model outputs logits
 for _l in (nn.CrossEntropyLoss, F.cross_entropy, FocalLoss, LabelSmoothingCrossEntropy, DiceLoss):
     register_activation(_l, 'softmax', kind='multiclass')
-for _l in (nn.BCEWithLogitsLoss, F.binary_cross_entropy_with_logits, nn.MultiLabelSoftMarginLoss, F.multilabel_soft_margin_loss):
+for _l in (nn.BCEWithLogitsLoss, F.binary_cross_entropy_with_logits,
+           nn.MultiLabelSoftMarginLoss, F.multilabel_soft_margin_loss):
     register_activation(_l, 'sigmoid', kind='multilabel')
 # The model already outputs log-probabilities, or probabilities
 for _l in (nn.NLLLoss, F.nll_loss, nn.KLDivLoss, F.kl_div):

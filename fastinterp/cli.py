@@ -1,4 +1,4 @@
-"The `fastinterp` command: `demo` trains on the digits and writes a report; `report` writes one for your exported learner"
+"The `fastinterp` command: `demo` trains on the digits and writes a report; `report` does it for an exported learner"
 
 __all__ = ['main', 'demo', 'report', 'read_items', 'labelled_dl', 'BadInput']
 
@@ -48,7 +48,8 @@ def _stock_rows(learn):
     return [('probs[0][:4]', fmt(sp[0][:4]), '[' + ', '.join(format_probs(fp[0][:4])) + ']'),  # never 1.00 for 0.998
             ('row sums (first 3)', fmt(sp.sum(1)[:3]), fmt(fp.sum(1)[:3])),
             ('values in [0, 1]', in01(sp), in01(fp)),
-            ('decoded[:5]', (fmt(sd[0][:2])[:-1] + ', ...]') if sd.ndim > 1 else str(sd[:5].tolist()), str(fd[:5].tolist())),
+            ('decoded[:5]', (fmt(sd[0][:2])[:-1] + ', ...]') if sd.ndim > 1 else str(sd[:5].tolist()),
+             str(fd[:5].tolist())),
             ('decoded shape', str(tuple(sd.shape)), str(tuple(fd.shape))),
             ('accuracy of decoded', acc(sd), acc(fd))]
 
@@ -61,18 +62,20 @@ def _tta(learn, dl, n, p):
     return res
 
 def _temperature(learn, dl_of, items, labels, p, seed=0):
-    "Fit a temperature on half of the labelled items; `calibration()` of the other half before and after it (None if it cannot)"
+    "Fit a temperature on half of the labelled items; `calibration()` of the other half before and after (None: cannot)"
     from .interpret import ClassificationInterpretation
     from .report import measure_calibration
     if len(items) < 40: return None  # too few to fit on one half and measure on the other
     idx = np.random.default_rng(seed).permutation(len(items))
     fit, held = np.sort(idx[:len(idx) // 2]), np.sort(idx[len(idx) // 2:])
-    dl_fit, dl_held = (dl_of([items[i] for i in h], None if labels is None else [labels[i] for i in h]) for h in (fit, held))
+    dl_fit, dl_held = (dl_of([items[i] for i in h], None if labels is None else [labels[i] for i in h])
+                       for h in (fit, held))
     def metrics():  # quiet: the report's own interpretation has already said what these would warn about
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', UserWarning)
             return measure_calibration(ClassificationInterpretation.from_learner(learn, dl=dl_held))
-    had, own = 'temperature' in vars(learn), vars(learn).get('temperature')  # the learner's own: set aside, then restored
+    # the learner's own: set aside, then restored
+    had, own = 'temperature' in vars(learn), vars(learn).get('temperature')
     caught = []
     try:
         with learn.no_bar():
@@ -104,7 +107,7 @@ def demo(out=DEFAULT_OUT, # Folder to write the report into
         tta:int=4, # Augmented passes of test-time augmentation; 0: none
         file=None, # Where to print; stdout if None
     ):
-    "Train a small CNN on the digits with a plain PyTorch loss, print stock fastai's get_preds beside fastinterp's, write the report"
+    "Train a small CNN on the digits with a plain PyTorch loss; stock fastai's get_preds beside ours; the report"
     import fastinterp
     from .data import digits_folder, digits_learner
     from .interpret import ClassificationInterpretation
@@ -127,9 +130,10 @@ def demo(out=DEFAULT_OUT, # Folder to write the report into
     p("Interpreting the validation set")
     with _quiet(learn): interp = ClassificationInterpretation.from_learner(learn)
     tta_report = _tta(learn, interp.dl, tta, p)
-    temp = _temperature(learn, lambda items, _: learn.dls.test_dl(items, with_labels=True), list(interp.dl.items), None, p)
-    path = write_report(interp, out, k=k, title='fastinterp demo: digits', data=data/'valid', stock=rows, tta=tta_report,
-                        temperature=temp)
+    dl_of = lambda items, _: learn.dls.test_dl(items, with_labels=True)
+    temp = _temperature(learn, dl_of, list(interp.dl.items), None, p)
+    path = write_report(interp, out, k=k, title='fastinterp demo: digits', data=data/'valid', stock=rows,
+                        tta=tta_report, temperature=temp)
     p(f"\nReport: {path}")
     return learn, path
 
@@ -169,8 +173,9 @@ def _read_folder(data, unlabelled):
     if not files: raise BadInput(f"no images in {data} (looked for image files in it and its subfolders)")
     loose = [f for f in files if f.parent == data]
     if unlabelled or len(loose) == len(files): return files, None  # no class folders: unlabelled
-    if loose: raise BadInput(f"{len(loose)} image(s) sit directly in {data}, outside any class folder (e.g. {loose[0].name}): "
-                             f"move them into a folder named after their class, or pass --unlabelled")
+    if loose:
+        raise BadInput(f"{len(loose)} image(s) sit directly in {data}, outside any class folder "
+                       f"(e.g. {loose[0].name}): move them into a folder named after their class, or pass --unlabelled")
     return files, [f.parent.name for f in files]
 
 def _names_an_image(data, cell):
@@ -186,7 +191,8 @@ def _read_csv(data, item_col, label_col, unlabelled, say):
     read = lambda **kw: pd.read_csv(data, dtype=str, keep_default_na=False, **kw)
     try: first = read(header=None, nrows=1)
     except Exception as e:
-        raise BadInput(f"cannot read {data} as a CSV ({e}); DATA is an image folder or a CSV of image paths and labels") from None
+        raise BadInput(f"cannot read {data} as a CSV ({e}); DATA is an image folder or a CSV of image paths "
+                       f"and labels") from None
     # a CSV written without a header: its first row is an item, which read as the header would be lost
     no_header = _names_an_image(data, str(first.iat[0, 0]))
     if no_header and (item_col or label_col):
@@ -197,7 +203,8 @@ def _read_csv(data, item_col, label_col, unlabelled, say):
     if df.empty: raise BadInput(f"{data} has no rows")
     cols = list(df.columns)
     for name, c in (('--item-col', item_col), ('--label-col', label_col)):
-        if c is not None and c not in cols: raise BadInput(f"{data} has no column {c!r} ({name}); its columns: {', '.join(cols)}")
+        if c is not None and c not in cols:
+            raise BadInput(f"{data} has no column {c!r} ({name}); its columns: {', '.join(cols)}")
     item_col = cols[0] if item_col is None else item_col
     label_col = label_col or (cols[1] if len(cols) > 1 and cols[1] != item_col else None)
     col = lambda c: f'column {cols.index(c) + 1}' if no_header else f'column {c!r}'
@@ -216,7 +223,7 @@ def _read_csv(data, item_col, label_col, unlabelled, say):
 # --- `fastinterp report`: the learner and its DataLoader
 
 def _import(modules):
-    "Import `modules` and make their names visible in `__main__`, where a learner exported from a notebook or script looks for them"
+    "Import `modules`, their names visible in `__main__`, where a learner exported from a notebook or script looks"
     if not modules: return
     main = sys.modules['__main__']
     sys.path.insert(0, '.')  # as `python -c` would: a module beside the user's files imports
@@ -230,7 +237,7 @@ class _Missing(Exception):
     "A class or function a pickle refers to that cannot be found here"
 
 class _Unpickler(pickle.Unpickler):
-    "Says which class or function it cannot find, as an error fastai's load_learner does not swallow (it swallows ImportError)"
+    "Says which class or function it cannot find, as an error fastai's load_learner does not swallow (ImportError)"
     def find_class(self, module, name):
         try: return super().find_class(module, name)
         except (ImportError, AttributeError) as e: raise _Missing(module, name, e) from None
@@ -260,14 +267,16 @@ def _load_error(fname, e):
     if isinstance(e, _Missing):
         module, name, err = e.args
         if module.endswith('__main__'):
-            return (f"{fname} needs {name}, defined in the script or notebook that exported the learner (__main__) and not "
-                    f"here: put it in a module (e.g. mycode.py) and pass --import mycode")
+            return (f"{fname} needs {name}, defined in the script or notebook that exported the learner (__main__) "
+                    f"and not here: put it in a module (e.g. mycode.py) and pass --import mycode")
         if isinstance(err, ModuleNotFoundError):
-            return (f"{fname} needs module {err.name} (where {name}, which the learner was exported with, is defined), which "
-                    f"cannot be imported here: run from its folder with --import {module}, or add its folder to PYTHONPATH")
+            return (f"{fname} needs module {err.name} (where {name}, which the learner was exported with, is "
+                    f"defined), which cannot be imported here: run from its folder with --import {module}, or add "
+                    f"its folder to PYTHONPATH")
         return f"{fname} needs {name} from module {module}, which does not define it here ({type(err).__name__}: {err})"
     msg = ' '.join(str(e).split())
-    if m := re.match(r"'([\w.]+)' object has no attribute 'dls'", msg):  # load_learner moves the `dls` of whatever it unpickled
+    # load_learner moves the `dls` of whatever it unpickled
+    if m := re.match(r"'([\w.]+)' object has no attribute 'dls'", msg):
         hint = ' (learn.save and torch.save(model.state_dict()) write weights only)' if 'dict' in m[1].lower() else ''
         return f"{fname} holds a {m[1]}, not a fastai Learner saved with learn.export(){hint}"
     if isinstance(e, (pickle.UnpicklingError, EOFError)):
@@ -279,11 +288,12 @@ def _classes(learn, fname):
     from .activations import activation_for
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', UserWarning)  # an unknown loss: the command says what to do, in its own words
-        rec = activation_for(learn.loss_func)
+        activation = activation_for(learn.loss_func)
     vocab = getattr(learn.dls, 'vocab', None)
-    if rec.kind == 'regression': raise BadInput(f"{fname} is a regression learner (loss {rec.loss}): the report is for classifiers")
+    if activation.kind == 'regression':
+        raise BadInput(f"{fname} is a regression learner (loss {activation.loss}): the report is for classifiers")
     if vocab is None: raise BadInput(f"{fname} has no classes (its data has no vocab): the report is for classifiers")
-    return rec, {str(v): v for v in vocab}
+    return activation, {str(v): v for v in vocab}
 
 def _register_hint(learn):
     "What the command's user can do about a loss fastinterp does not know"
@@ -324,7 +334,8 @@ def labelled_dl(learn, # A `Learner` built with fastai's data API
         tls = [tl._new(o, split_idx=1) for tl, o in zip(ds.tls, (items, labels))]
         for tl, o in zip(tls, (items, labels)): tl.tfms.fs = tl.tfms.fs[tl.infer_idx(o[0]):]
         return dls.valid.new(Datasets(tls=tls))
-    except AssertionError as e: raise BadInput(f"the learner's pipeline does not take these items: {str(e).splitlines()[0]}") from None
+    except AssertionError as e:
+        raise BadInput(f"the learner's pipeline does not take these items: {str(e).splitlines()[0]}") from None
 
 def _check_labels(labels, vocab):
     "Labels the learner does not know are an error naming them"
@@ -352,26 +363,28 @@ def report(learner, # File written by `learn.export()`
     _check_args(k, tta)
     p = lambda *a: print(*a, file=file or sys.stdout, flush=True)
     learn = _load(learner, imports)
-    rec, vocab = _classes(learn, learner)
+    activation, vocab = _classes(learn, learner)
     items, labels, skipped = read_items(data, item_col, label_col, unlabelled, say=p)
-    p(f"{len(items):,} images from {data}" + (f"; {len(skipped):,} could not be read and are skipped (listed in the report)" if skipped else '')
-      + ('' if labels else '; no labels: the uncertainty part only'))
+    unread = f"; {len(skipped):,} could not be read and are skipped (listed in the report)" if skipped else ''
+    p(f"{len(items):,} images from {data}" + unread + ('' if labels else '; no labels: the uncertainty part only'))
     if labels is not None: labels = [vocab.get(l, l) for l in labels]
     dl = labelled_dl(learn, items, labels)
     _out_dir(out)
     try:
         with _quiet(learn): interp = ClassificationInterpretation.from_learner(learn, dl=dl)
     except (ValueError, TypeError) as e:
-        if rec.kind != 'unknown': raise BadInput(f"cannot interpret {learner}: {e}") from None
-        raise BadInput(f"{learner} was trained with the loss {rec.loss}, whose final activation fastinterp does not "
-                       f"know, and the model's outputs are not probabilities: {_register_hint(learn)}") from None
-    if rec.kind == 'unknown':
-        p(f"Note: fastinterp does not know the final activation of the loss {rec.loss}, so the model's outputs, which "
-          f"lie in [0, 1], are taken as probabilities as they are. If they are not: {_register_hint(learn)}")
+        if activation.kind != 'unknown': raise BadInput(f"cannot interpret {learner}: {e}") from None
+        raise BadInput(f"{learner} was trained with the loss {activation.loss}, whose final activation fastinterp "
+                       f"does not know, and the model's outputs are not probabilities: "
+                       f"{_register_hint(learn)}") from None
+    if activation.kind == 'unknown':
+        p(f"Note: fastinterp does not know the final activation of the loss {activation.loss}, so the model's "
+          f"outputs, which lie in [0, 1], are taken as probabilities as they are. If they are not: "
+          f"{_register_hint(learn)}")
     if interp.labelled: p(f"accuracy {float(interp.correct().float().mean()):.4f} on {len(items):,} items")
     tta_report = _tta(learn, dl, tta, p)
     temp = None
-    if labels is not None and rec.kind == 'unknown':
+    if labels is not None and activation.kind == 'unknown':
         p("Temperature scaling skipped: it divides logits, and whether this model outputs logits depends on its loss")
     elif labels is not None: temp = _temperature(learn, lambda i, l: labelled_dl(learn, i, l), items, labels, p)
     path = write_report(interp, out, k=k, data=data, skipped=skipped, tta=tta_report, temperature=temp)
@@ -386,9 +399,11 @@ def main(argv=None):
                    'a report already there is replaced whole')
     d.add_argument('--data', help='folder for the digits PNGs (default: a temporary folder)')
     d.add_argument('--epochs', type=int, default=4, help='epochs to train (default 4)')
-    d.add_argument('--loss', choices=sorted(LOSSES), default='ce', help='loss to train with (default ce: nn.CrossEntropyLoss())')
+    d.add_argument('--loss', choices=sorted(LOSSES), default='ce',
+                   help='loss to train with (default ce: nn.CrossEntropyLoss())')
     d.add_argument('--k', type=int, default=9, help='items in each gallery (default 9)')
-    d.add_argument('--tta', type=int, default=4, metavar='N', help='test-time augmentation with N augmented passes (default 4; 0: none)')
+    d.add_argument('--tta', type=int, default=4, metavar='N',
+                   help='test-time augmentation with N augmented passes (default 4; 0: none)')
     r = sub.add_parser('report', help='write the report of an exported learner on a folder or CSV of images',
                        description='LEARNER is unpickled: only load files you trust.')
     r.add_argument('learner', metavar='LEARNER.pkl', help='file written by learn.export()')
@@ -397,7 +412,8 @@ def main(argv=None):
                    'without a header')
     r.add_argument('--out', default=DEFAULT_OUT, help=f'folder to write the report into (default ./{DEFAULT_OUT}); '
                    'a report already there is replaced whole')
-    r.add_argument('--tta', type=int, default=0, metavar='N', help='test-time augmentation with N augmented passes (default 0: none)')
+    r.add_argument('--tta', type=int, default=0, metavar='N',
+                   help='test-time augmentation with N augmented passes (default 0: none)')
     r.add_argument('--k', type=int, default=9, help='items in each gallery (default 9)')
     r.add_argument('--item-col', help='CSV column of the image paths (default: the first column)')
     r.add_argument('--label-col', help='CSV column of the labels (default: the second column; none: unlabelled)')

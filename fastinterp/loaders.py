@@ -1,6 +1,6 @@
 "Which data set item each prediction is: the order a loader yields its items in, and loaders in data set order"
 
-__all__ = ['dataset_order', 'inference_dl']
+__all__ = ['dataset_order', 'inference_dl', 'every_item_dl']
 
 import math, sys
 
@@ -98,3 +98,18 @@ def inference_dl(dl):
     return DataLoader(dl.dataset, bs=dl.batch_sampler.batch_size, shuffle=False, drop_last=False,
                       num_workers=dl.num_workers, pin_memory=dl.pin_memory, timeout=dl.timeout,
                       create_batch=_TupleBatches(dl.collate_fn))
+
+def every_item_dl(learn, # Learner whose `dls[ds_idx]` is taken when `dl` is None
+        ds_idx:int=1, # Index of `learn.dls`
+        dl=None, # fastai or torch DataLoader
+        what:str='interpret', # What is to be done over it, for the message
+    ):
+    "The DataLoader to predict every item of once, in one order: fastai's, without shuffle or drop_last; never empty"
+    dl = inference_dl(learn.dls[ds_idx] if dl is None else dl)
+    distributed = _is_distributed(dl)  # a slice of the items per process, in data set order already
+    if not distributed and (getattr(dl, 'shuffle', False) or getattr(dl, 'drop_last', False)):
+        dl = dl.new(shuffle=False, drop_last=False)
+    inner = dl.dl if distributed else dl
+    if len(inner) == 0 or len(inner.dataset) == 0:
+        raise ValueError(f"Cannot {what} over an empty DataLoader: it holds no items")
+    return dl

@@ -1,10 +1,9 @@
 "Patch `Learner.get_preds` and `Learner.predict` so they return probabilities and classes whatever the loss"
 
-__all__ = ['patch', 'unpatch', 'is_patched', 'add_patch', 'stock_get_preds', 'activate', 'tempered', 'tempered_outputs',
-           'check_temperature', 'thresh_at', 'decision_thresh', 'per_item_loss', 'no_bar']
+__all__ = ['stock_get_preds', 'activate', 'tempered', 'tempered_outputs', 'check_temperature', 'learner_temperature',
+           'thresh_at', 'decision_thresh', 'per_item_loss']
 
 import math, numbers, warnings, weakref
-from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -15,9 +14,9 @@ from fastai.data.core import TfmdDL
 from fastai.torch_core import to_detach
 
 from .activations import activation_for, _activation_for
+from .core import sums_to_one
+from .patching import add_patch, stock
 
-_patches = []  # (owner, name, replacement): what `patch` installs
-_stock = {}    # (owner, name) -> fastai's own attribute, while patched
 _warned_models = {}  # what each model was already warned about: {why: WeakSet of models}
 
 def _warn_once(model, why, msg, stacklevel=4):
@@ -29,35 +28,32 @@ def _warn_once(model, why, msg, stacklevel=4):
     except TypeError: pass  # a model that cannot be weakly referenced is warned every time
     warnings.warn(msg, stacklevel=stacklevel)
 
-def _looks_like_probs(out, axis):
-    return bool((out >= 0).all()) and bool(((out.sum(axis) - 1).abs() < 1e-3).all())
+def _looks_like_probs(out, axis): return bool((out >= 0).all()) and sums_to_one(out, axis)
+def _looks_like_log_probs(out, axis): return bool((out <= 0).all()) and sums_to_one(out.exp(), axis)
 
-def _looks_like_log_probs(out, axis):
-    return bool((out <= 0).all()) and bool(((out.exp().sum(axis) - 1).abs() < 1e-3).all())
-
-def _outputs_are_probs(model, rec, out):
-    "Whether the model's outputs are already probabilities or log-probabilities where `rec` expects something else"
-    if rec.kind != 'multiclass' or out.ndim < 2 or out.shape[rec.axis] < 2: return False
+def _outputs_are_probs(model, activation, out):
+    "Whether the model's outputs are already probabilities or log-probabilities where `activation` expects others"
+    if activation.kind != 'multiclass' or out.ndim < 2 or out.shape[activation.axis] < 2: return False
     out = out[:1024].float()  # a model that ends in a softmax does so on every row: a sample is enough
     out = out[torch.isfinite(out).flatten(1).all(1)] if out.ndim > 1 else out
     if not len(out): return False
-    if rec.expects == 'logits':
-        if _looks_like_probs(out, rec.axis): last = 'a softmax'
-        elif _looks_like_log_probs(out, rec.axis): last = 'a log-softmax'
+    if activation.expects == 'logits':
+        if _looks_like_probs(out, activation.axis): last = 'a softmax'
+        elif _looks_like_log_probs(out, activation.axis): last = 'a log-softmax'
         else: return False
         fix = ('train with nn.NLLLoss, or remove the final log-softmax' if last == 'a log-softmax'
                else 'remove the final softmax: the loss applies it')
         _warn_once(model, 'double', f"The model's outputs already look like {last} was applied: every row of them sums "
-                   f"to 1. {rec.loss} applies its own activation on top ({rec.name}), so the model was trained on the "
-                   f"wrong numbers and its probabilities are squashed. To fix: {fix}.", 5)
+                   f"to 1. {activation.loss} applies its own activation on top ({activation.name}), so the model was "
+                   f"trained on the wrong numbers and its probabilities are squashed. To fix: {fix}.", 5)
         return False
-    if rec.expects == 'log-probabilities' and _looks_like_probs(out, rec.axis) and not _looks_like_log_probs(out, rec.axis):
-        _warn_once(model, 'exp', f"The model's outputs already look like a softmax was applied (every row sums to 1): {rec.loss} "
-                   f"expects log-probabilities, so exp() of them would not be probabilities (values above 1). fastinterp "
-                   f"returns the outputs themselves as the probabilities. To fix the training: end the model in a "
-                   f"log-softmax (F.log_softmax), as the loss expects.", 5)
-        return True
-    return False
+    if activation.expects != 'log-probabilities' or not _looks_like_probs(out, activation.axis) or \
+            _looks_like_log_probs(out, activation.axis): return False
+    _warn_once(model, 'exp', f"The model's outputs already look like a softmax was applied (every row sums to 1): "
+               f"{activation.loss} expects log-probabilities, so exp() of them would not be probabilities (values "
+               f"above 1). fastinterp returns the outputs themselves as the probabilities. To fix the training: end "
+               f"the model in a log-softmax (F.log_softmax), as the loss expects.", 5)
+    return True
 
 def check_temperature(T):
     "`T` as a positive float, a 1-d float tensor of positive values (one per label), or None; else a clear error"
@@ -86,34 +82,35 @@ def _del_temperature(self): vars(self).pop('temperature', None)
 _temperature_doc = ("Temperature T that divides the model's logits before the activation (set by `Learner.calibrate`): "
                     "a positive number, one per label for a multi-label model, or None")
 
-def _T(learn):
+def learner_temperature(learn):
+    "The temperature `learn` divides its logits by, checked; None when it has none"
     T = vars(learn).get('temperature')  # the Learner's own, as it hands unknown names to its model
     return None if T is None else check_temperature(T)  # set in __dict__ directly (an old pickle) is checked too
 
-def _T_along(T, out, rec):
+def _T_along(T, out, activation):
     "`T` as a tensor that broadcasts along the class (label) axis of `out`"
     T = torch.as_tensor(T, dtype=out.dtype, device=out.device)
     if T.ndim and T.numel() > 1:
-        if rec.kind != 'multilabel':
-            raise ValueError(f"learn.temperature holds {T.numel()} values, one per label, but {rec.loss} is a "
-                             f"{rec.kind} loss: it takes one temperature")
-        if out.ndim < 2 or out.shape[rec.axis] != T.numel():
+        if activation.kind != 'multilabel':
+            raise ValueError(f"learn.temperature holds {T.numel()} values, one per label, but {activation.loss} is a "
+                             f"{activation.kind} loss: it takes one temperature")
+        if out.ndim < 2 or out.shape[activation.axis] != T.numel():
             raise ValueError(f"learn.temperature holds {T.numel()} values, one per label, but the model has "
-                             f"{out.shape[rec.axis] if out.ndim > 1 else 1} output(s)")
-        return T.view(-1, *[1] * (out.ndim - 1 - rec.axis % out.ndim))
+                             f"{out.shape[activation.axis] if out.ndim > 1 else 1} output(s)")
+        return T.view(-1, *[1] * (out.ndim - 1 - activation.axis % out.ndim))
     return T.reshape(())
 
-def tempered(out, T, rec):
+def tempered(out, T, activation):
     "Probabilities of raw outputs `out` at temperature `T`: softmax(out / T); multilabel: sigmoid(out / T), per label"
-    T = _T_along(T, out, rec)
-    if rec.kind == 'multilabel': return torch.sigmoid(out / T)
-    return torch.softmax(out / T, dim=rec.axis)  # also right for log-probabilities: softmax(log p) = p
+    T = _T_along(T, out, activation)
+    if activation.kind == 'multilabel': return torch.sigmoid(out / T)
+    return torch.softmax(out / T, dim=activation.axis)  # also right for log-probabilities: softmax(log p) = p
 
-def tempered_outputs(out, T, rec):
+def tempered_outputs(out, T, activation):
     "Outputs at temperature `T` in the domain the loss takes (logits / T, or the log-softmax of log p / T)"
     if T is None: return out
-    T = _T_along(T, out, rec)
-    if rec.expects == 'log-probabilities': return torch.log_softmax(out / T, dim=rec.axis)
+    T = _T_along(T, out, activation)
+    if activation.expects == 'log-probabilities': return torch.log_softmax(out / T, dim=activation.axis)
     return out / T
 
 def thresh_at(thresh, T):
@@ -124,78 +121,85 @@ def thresh_at(thresh, T):
     res = torch.sigmoid(math.log(t / (1 - t)) / torch.as_tensor(T, dtype=torch.float64)).float()
     return float(res) if res.ndim == 0 else res
 
-def decision_thresh(learn, rec):
-    "Threshold on the learner's (tempered) probabilities that takes the decisions of the untempered model"
-    return thresh_at(rec.thresh, _T(learn)) if rec.kind == 'multilabel' else rec.thresh
+def decision_thresh(learn, activation):
+    "Threshold on the learner's (tempered) probabilities that takes the untempered model's decisions (any, for act=)"
+    if activation is None or activation.thresh is None: return getattr(learn.loss_func, 'thresh', 0.5)
+    if activation.kind != 'multilabel': return activation.thresh
+    return thresh_at(activation.thresh, learner_temperature(learn))
 
-def per_item_loss(learn, out, targs, rec=None):
+def per_item_loss(learn, out, targs, activation=None):
     "Per-item losses of `learn.loss_func` on outputs `out` at the learner's temperature (one value per item)"
-    rec = rec or _activation_for(learn.loss_func, warn=False)
-    with learn.loss_not_reduced(): loss = learn.loss_func(tempered_outputs(out, _T(learn), rec), targs)
+    activation = activation or _activation_for(learn.loss_func, warn=False)
+    out = tempered_outputs(out, learner_temperature(learn), activation)
+    with learn.loss_not_reduced(): loss = learn.loss_func(out, targs)
     return to_detach(loss).reshape(len(out), -1).mean(1)
 
-def _nonfinite(model, rec, out, probs, dec):
+def _nonfinite(model, activation, out, probs, dec):
     "Rows with NaN: decoded as -1 (no class); rows with +inf logits: the limit of the softmax; warn once per call"
     if not isinstance(out, torch.Tensor) or not out.is_floating_point() or not out.numel(): return probs, dec
     lo, hi = torch.aminmax(out.detach())
     if torch.isfinite(lo) and torch.isfinite(hi): return probs, dec
     rows = lambda m: m.flatten(1).any(1) if m.ndim > 1 else m
     nan, inf = rows(torch.isnan(out)), rows(torch.isinf(out))
-    if rec.kind == 'multiclass' and rec.name == 'softmax' and out.ndim > 1:
+    if activation.kind == 'multiclass' and activation.name == 'softmax' and out.ndim > 1:
         pos = (out == torch.inf)
         lim = inf & ~nan & rows(pos)  # softmax with +inf logits: the mass shared by those, 0 elsewhere
         if lim.any():
             probs = probs.clone()
             p = pos[lim].to(probs.dtype)
-            probs[lim] = p / p.sum(rec.axis, keepdim=True)
+            probs[lim] = p / p.sum(activation.axis, keepdim=True)
     bad = rows(torch.isnan(probs)) if isinstance(probs, torch.Tensor) else nan
     if bad.any() and isinstance(dec, torch.Tensor) and dec.shape[:1] == bad.shape and not dec.is_floating_point() \
-            and dec.dtype != torch.bool and rec.kind == 'multiclass':
+            and dec.dtype != torch.bool and activation.kind == 'multiclass':
         dec = dec.clone()
         dec[bad] = -1
     n_bad, n_inf = int(bad.sum()), int((inf & ~bad).sum())
     what = [f"{n_bad} of {len(nan)} rows hold NaN: their probabilities are NaN"
-            + (" and their decoded class is -1 (none)" if rec.kind == 'multiclass' else '')] if n_bad else []
-    if n_inf: what.append(f"{n_inf} of {len(nan)} rows hold an infinite output, taken at its limit (probability 1 or 0)")
+            + (" and their decoded class is -1 (none)" if activation.kind == 'multiclass' else '')] if n_bad else []
+    if n_inf:
+        what.append(f"{n_inf} of {len(nan)} rows hold an infinite output, taken at its limit (probability 1 or 0)")
     warnings.warn(f"The model's outputs are not all finite: {'; '.join(what)}. Check the model and its inputs "
                   f"(a learning rate too high, a log of 0, a division by 0).", stacklevel=4)
     return probs, dec
 
-def _check_range(model, rec, probs):
+def _check_range(model, activation, probs):
     "Warn once when a classifier's activation hands back values outside [0, 1]: they are not probabilities"
-    if rec.kind not in ('multiclass', 'multilabel') or not isinstance(probs, torch.Tensor) or not probs.numel(): return
+    if activation.kind not in ('multiclass', 'multilabel') or not isinstance(probs, torch.Tensor): return
+    if not probs.numel(): return
     lo, hi = torch.aminmax(torch.nan_to_num(probs.detach().float(), nan=0.5))
     if lo >= -1e-6 and hi <= 1 + 1e-6: return
-    _warn_once(model, 'range', f"The activation of {rec.loss} ({rec.name}) gave values from {float(lo):.4g} to "
-               f"{float(hi):.4g}, outside [0, 1]: they are NOT probabilities. The model's outputs are not the "
-               f"{rec.expects} the activation expects; register the right activation with "
+    _warn_once(model, 'range', f"The activation of {activation.loss} ({activation.name}) gave values from "
+               f"{float(lo):.4g} to {float(hi):.4g}, outside [0, 1]: they are NOT probabilities. The model's outputs "
+               f"are not the {activation.expects} the activation expects; register the right activation with "
                f"fastinterp.register_activation, or pass act=.", 5)
 
-def activate(learn, out, act=None, rec=None):
-    "Probabilities and decoded classes of raw outputs `out` of `learn.model`, through the registry (or `rec`)"
+def activate(learn, # The Learner whose model gave `out`
+        out, # Raw model outputs
+        act=None, # An activation to use instead of the registry's
+        activation=None, # The loss's `LossActivation`, when resolved already
+        finite:bool=False, # `out` is known to be finite (checked by the caller): no second pass for NaN and inf
+    ):
+    "Probabilities and decoded classes of raw outputs `out` of `learn.model`, through the registry (or `activation`)"
     if act is not None:
-        rec = _activation_for(learn.loss_func, warn=False) if learn.loss_func is not None else None
+        activation = _activation_for(learn.loss_func, warn=False) if learn.loss_func is not None else None
         probs = act(out)
-        return probs, (rec.decodes(probs) if rec else probs)
-    rec = rec or activation_for(learn.loss_func)
-    rec.check(out)
+        return probs, (activation.decodes(probs) if activation else probs)
+    activation = activation or activation_for(learn.loss_func)
+    activation.check(out)
     is_t = isinstance(out, torch.Tensor)
-    T = _T(learn)
-    if is_t and _outputs_are_probs(learn.model, rec, out):  # already probabilities: a temperature cannot apply to them
+    T = learner_temperature(learn)
+    # already probabilities: a temperature cannot apply to them
+    if is_t and _outputs_are_probs(learn.model, activation, out):
         probs = out.float() if out.dtype in (torch.float16, torch.bfloat16) else out
-        dec = rec.decodes(probs)
+        dec = activation.decodes(probs)
     else:
-        probs = rec.act(out)
-        dec = rec.decodes(probs)  # decided on the untempered probabilities: a temperature changes no decision
-        if T is not None: probs = tempered(out, T, rec)
+        probs = activation.act(out)
+        dec = activation.decodes(probs)  # decided on the untempered probabilities: a temperature changes no decision
+        if T is not None: probs = tempered(out, T, activation)
     if is_t:
-        probs, dec = _nonfinite(learn.model, rec, out, probs, dec)
-        _check_range(learn.model, rec, probs)
+        if not finite: probs, dec = _nonfinite(learn.model, activation, out, probs, dec)
+        _check_range(learn.model, activation, probs)
     return probs, dec
-
-def no_bar(learn):
-    "`learn.no_bar()` where fastai's progress bar is on; nothing to hide otherwise (fastinterp never loads it itself)"
-    return learn.no_bar() if hasattr(type(learn), 'no_bar') and hasattr(learn, 'progress') else nullcontext()
 
 def get_preds(self:Learner,
         ds_idx:int=1, # `DataLoader` to use for predictions if `dl` is None. 0: train. 1: valid
@@ -217,7 +221,7 @@ def get_preds(self:Learner,
     raw = res[i]
     res[i], dec = activate(self, raw, act)
     has_targs = kwargs.get('with_targs', True) and isinstance(res[i+1], torch.Tensor) and res[i+1].numel()
-    if with_loss and act is None and _T(self) is not None and has_targs:
+    if with_loss and act is None and learner_temperature(self) is not None and has_targs:
         res[-1] = per_item_loss(self, raw, res[i+1])  # the loss of the probabilities handed back, not of the raw model
     if with_decoded: res.insert(i+2, dec)
     return tuple(res)
@@ -260,41 +264,14 @@ def predict(self:Learner,
 def _tabular_predict(self,
         row, # Features to be predicted, a `pd.Series` as fastai's `TabularLearner.predict` takes
     ):
-    "fastai's tabular predict, (row, class, probabilities), through the registry; `row.show()` shows the predicted label"
-    res = _stock[(_TabularLearner, 'predict')](self, row)
+    "fastai's tabular predict, (row, class, probabilities), through the registry; `row.show()` shows the prediction"
+    res = stock(_TabularLearner, 'predict')(self, row)
     _check_predicted(res[2])
     return res
 
-def add_patch(owner, name, new):
-    "Have `patch` set `owner.name` to `new` (and `unpatch` restore it)"
-    _patches.append((owner, name, new))
-    if is_patched(): _install(owner, name, new)
-
-_MISSING = object()
-
-def _install(owner, name, new):
-    _stock[(owner, name)] = owner.__dict__.get(name, _MISSING)  # missing: inherited, so unpatching deletes ours
-    setattr(owner, name, new)
-
-def is_patched():
-    "Whether fastai currently uses fastinterp's `get_preds`, `predict` and interpretation"
-    return bool(_stock)
-
-def patch():
-    "Make fastai's `Learner` and interpretation use the registry; doing it twice changes nothing"
-    if is_patched(): return
-    for owner, name, new in _patches: _install(owner, name, new)
-
-def unpatch():
-    "Give fastai back every attribute `patch` changed"
-    for (owner, name), f in reversed(list(_stock.items())):
-        if f is _MISSING: delattr(owner, name)
-        else: setattr(owner, name, f)
-    _stock.clear()
-
 def stock_get_preds(learn, *args, **kwargs):
     "fastai's own `get_preds`, patched or not (for comparisons)"
-    return _stock.get((Learner, 'get_preds'), Learner.get_preds)(learn, *args, **kwargs)
+    return stock(Learner, 'get_preds')(learn, *args, **kwargs)
 
 add_patch(Learner, 'get_preds', get_preds)
 add_patch(Learner, 'predict', predict)

@@ -9,11 +9,13 @@ import matplotlib.pyplot as plt
 import sklearn.metrics as skm
 
 from .activations import activation_for
-from .calibration import _pct  # 100.00% and 0.00% only for exactly 1 and 0
-from . import calibration as cal
+from .calibration import calibration_bins
+from .preds import learner_temperature
+from .show import format_pct  # 100.00% and 0.00% only for exactly 1 and 0
 
 _CSS = """
-:root { --ink:#1f2328; --muted:#59636e; --line:#d1d9e0; --soft:#f6f8fa; --accent:#0969da; --bad:#b3261e; --good:#1a7f37; }
+:root { --ink:#1f2328; --muted:#59636e; --line:#d1d9e0; --soft:#f6f8fa; --accent:#0969da;
+        --bad:#b3261e; --good:#1a7f37; }
 * { box-sizing: border-box; }
 body { margin:0; font:16px/1.55 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
        color:var(--ink); background:#fff; }
@@ -22,7 +24,8 @@ header h1 { font-size:30px; margin:0 0 4px; }
 header .meta { color:var(--muted); margin:0; }
 header .meta code { font-size:14px; }
 nav { margin:18px 0 8px; display:flex; flex-wrap:wrap; gap:6px 8px; }
-nav a { font-size:14px; color:var(--accent); text-decoration:none; border:1px solid var(--line); border-radius:999px; padding:2px 12px; }
+nav a { font-size:14px; color:var(--accent); text-decoration:none; border:1px solid var(--line);
+        border-radius:999px; padding:2px 12px; }
 nav a:hover { background:var(--soft); }
 section { margin-top:36px; padding-top:8px; border-top:1px solid var(--line); }
 h2 { font-size:22px; margin:12px 0 4px; }
@@ -40,7 +43,8 @@ th:first-child, td:first-child { text-align:left; }
 td.text, th.text { text-align:left; }
 tr:hover td { background:#fbfcfd; }
 figure { margin:10px 0; }
-figure img { display:block; max-width:100%; height:auto; border:1px solid var(--line); border-radius:8px; background:#fff; }
+figure img { display:block; max-width:100%; height:auto; border:1px solid var(--line); border-radius:8px;
+             background:#fff; }
 figcaption { font-size:14px; color:var(--muted); margin-top:4px; }
 .strips { display:flex; flex-wrap:wrap; gap:12px; align-items:flex-start; }
 .strips figure { margin:0; }
@@ -79,23 +83,25 @@ class _Page:
         return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
                 f'<meta name="viewport" content="width=device-width, initial-scale=1">'
                 f'<title>{_e(title)}</title><style>{_CSS}</style></head>\n<body><main>'
-                f'<header><h1>{_e(title)}</h1><p class="meta">{meta}</p></header><nav>{nav}</nav>\n{secs}\n</main></body></html>\n')
+                f'<header><h1>{_e(title)}</h1><p class="meta">{meta}</p></header><nav>{nav}</nav>\n'
+                f'{secs}\n</main></body></html>\n')
 
 def _table(df, text_cols=()):
     "`df` as an HTML table, text columns left-aligned"
     cls = [' class="text"' if c in text_cols else '' for c in df.columns]
     head = ''.join(f'<th{k}>{_e(str(c))}</th>' for k, c in zip(cls, df.columns))
-    rows = ''.join('<tr>' + ''.join(f'<td{k}>{_e(str(v))}</td>' for k, v in zip(cls, r)) + '</tr>' for r in df.itertuples(index=False))
+    row = lambda r: '<tr>' + ''.join(f'<td{k}>{_e(str(v))}</td>' for k, v in zip(cls, r)) + '</tr>'
+    rows = ''.join(row(r) for r in df.itertuples(index=False))
     return f'<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
 
 def _cards(cards):
     return '<div class="cards">' + ''.join(
-        f'<div class="card"><div class="label">{_e(l)}</div><div class="value">{_e(v)}</div><div class="note">{_e(n)}</div></div>'
-        for l, v, n in cards) + '</div>'
+        f'<div class="card"><div class="label">{_e(label)}</div><div class="value">{_e(v)}</div>'
+        f'<div class="note">{_e(note)}</div></div>' for label, v, note in cards) + '</div>'
 
 def _probs_note(interp, short=False):
     "How the page's probabilities were made from the model's outputs: the activation, the learner's temperature if any"
-    T = vars(interp.learn).get('temperature')
+    T = learner_temperature(interp.learn)
     if T is not None: T = ', '.join(f'{t:.3g}' for t in np.atleast_1d(np.asarray(T, dtype=float)))
     if short: return 'no temperature' if T is None else f"the learner's T = {T}"
     if interp.act is not None: return 'the activation given to the interpretation'
@@ -107,27 +113,28 @@ def _headline(interp, tta, calib, temp):
     n, cards = len(interp.probs), []
     if interp.labelled:
         ok = interp.correct()
-        cards.append(('Accuracy', _pct(float(ok.float().mean())),
+        cards.append(('Accuracy', format_pct(float(ok.float().mean())),
                       f"{int(ok.sum()):,} of {n:,} items {'with every label right' if interp.multilabel else 'right'}"))
     if tta is not None:
         plain, blend = tta.loc['un-augmented', 'accuracy'], _tta_row(tta)['accuracy']
         gain = round((blend - plain) * n)  # in items: the two accuracies are computed in different precisions
-        cards.append(('TTA accuracy', _pct(blend), f'{len(tta) - 2} augmented passes; ' +
+        cards.append(('TTA accuracy', format_pct(blend), f'{len(tta) - 2} augmented passes; ' +
                       (f'{gain:+,} item(s) right vs the plain pass' if gain else 'same items right as the plain pass')))
     # one pair of ECEs that compare: both on the items T was not fitted on (all items: in the calibration section)
     if temp is not None:
-        own = vars(interp.learn).get('temperature') is not None
-        cards.append(("ECE at the learner's T" if own else 'ECE before temperature', _pct(temp['before']['ece']),
+        own = learner_temperature(interp.learn) is not None
+        cards.append(("ECE at the learner's T" if own else 'ECE before temperature', format_pct(temp['before']['ece']),
                       f"calibration error on {temp['n_eval']:,} held-out items, {_probs_note(interp, short=True)}"))
-        cards.append(('ECE at a refitted T' if own else 'ECE after temperature', _pct(temp['after']['ece']),
+        cards.append(('ECE at a refitted T' if own else 'ECE after temperature', format_pct(temp['after']['ece']),
                       f"the same {temp['n_eval']:,} items at T = {temp['T']:.3g}, "
                       f"fitted on the other {temp['n_fit']:,}"))
     elif calib is not None:
-        cards.append(('ECE', _pct(calib['ece']),
+        cards.append(('ECE', format_pct(calib['ece']),
                       f'calibration error on all {n:,} items, {_probs_note(interp, short=True)}'))
     if not interp.multilabel:
         unsure = int((interp.probs.max(1).values < 0.5).sum())
-        cards.append(('Unsure predictions', f'{unsure:,}', f'items whose predicted class has p < 0.5 ({_pct(unsure / n)})'))
+        cards.append(('Unsure predictions', f'{unsure:,}',
+                      f'items whose predicted class has p < 0.5 ({format_pct(unsure / n)})'))
     cards.append(('Items', f'{n:,}', f'{len(interp.vocab)} classes' + ('' if interp.labelled else ', no labels')))
     return _cards(cards)
 
@@ -140,7 +147,8 @@ def _stock_section(page, stock):
 def _tta_row(tta): return tta.loc[[i for i in tta.index if str(i).startswith('TTA')][0]]
 
 def _tta_section(page, interp, tta):
-    df = pd.DataFrame({'pass': tta.index, 'accuracy': [_pct(v) for v in tta['accuracy']], 'NLL': [f'{v:.4f}' for v in tta['nll']]})
+    df = pd.DataFrame({'pass': tta.index, 'accuracy': [format_pct(v) for v in tta['accuracy']],
+                       'NLL': [f'{v:.4f}' for v in tta['nll']]})
     same = np.allclose(tta.drop(index=_tta_row(tta).name).values, tta.loc['un-augmented'].values, rtol=0, atol=1e-7)
     note = ('<p class="warn">Every augmented pass equals the plain one: the data has no training-time augmentation '
             'for TTA to apply.</p>' if same else '')
@@ -153,17 +161,17 @@ def _tta_section(page, interp, tta):
 def measure_calibration(interp, n_bins:int=15):
     "`interp.calibration()` and `mce_items`: how many items the worst bin, which gives the MCE, holds"
     res = interp.calibration(n_bins)
-    bins = cal.calibration_bins(interp.probs, interp.targs, n_bins, interp.multilabel)
+    bins = calibration_bins(interp.probs, interp.targs, n_bins, interp.multilabel)
     gap = (bins.correct - bins.confidence).abs() / bins.count.clamp_min(1)
     return {**res, 'mce_items': int(bins.count[int(gap.argmax())])}
 
-_MEASURES = [('ece', 'ECE', _pct), ('mce', 'MCE (the worst bin alone)', None),
+_MEASURES = [('ece', 'ECE', format_pct), ('mce', 'MCE (the worst bin alone)', None),
              ('brier', 'Brier score', '{:.4f}'.format), ('nll', 'NLL (nats)', '{:.4f}'.format),
-             ('accuracy', 'accuracy', _pct)]
+             ('accuracy', 'accuracy', format_pct)]
 
 def _measure(d, k, f):
     if k != 'mce': return f(d[k])
-    return _pct(d[k]) + (f" ({d['mce_items']:,} item{'s' * (d['mce_items'] != 1)})" if 'mce_items' in d else '')
+    return format_pct(d[k]) + (f" ({d['mce_items']:,} item{'s' * (d['mce_items'] != 1)})" if 'mce_items' in d else '')
 
 def _measures(cols):
     "A table of calibration measures: column name -> a dict of `calibration()`"
@@ -179,7 +187,7 @@ def _calibration_section(page, interp, calib, temp):
         m, T = temp['n_eval'], f"{temp['T']:.3g}"
         cols[f'{m:,} held-out, {_probs_note(interp, short=True)}'] = temp['before']
         cols[f'{m:,} held-out, T = {T}'] = temp['after']
-        own = vars(interp.learn).get('temperature') is not None
+        own = learner_temperature(interp.learn) is not None
         text = (f"<p>The first column is measured on all {n:,} items, with the probabilities this page shows "
                 f"({_e(probs)}). Temperature scaling: T = {T} fitted (least NLL) on {temp['n_fit']:,} of the items; "
                 f"the other two columns are measured on the other {m:,}, which the fit did not see, before (the "
@@ -191,12 +199,12 @@ def _calibration_section(page, interp, calib, temp):
     body += page.figure(plt.gcf(), 'reliability', f'All {n:,} items, {probs}: the first column of the table.')
     page.add('calibration', 'Calibration', body,
              'Is a prediction made with p = 0.8 right 80% of the time? Each bar is a bin of confidence (the top-label '
-             'probability); on the diagonal the probabilities mean what they say. ECE is the gap, weighted by the items in '
-             'each bin; MCE is the gap of the worst bin alone, however few items it holds; lower Brier score and NLL '
-             '(the mean negative log-likelihood of the targets) are better too.')
+             'probability); on the diagonal the probabilities mean what they say. ECE is the gap, weighted by the '
+             'items in each bin; MCE is the gap of the worst bin alone, however few items it holds; lower Brier '
+             'score and NLL (the mean negative log-likelihood of the targets) are better too.')
 
 def _per_class_uncertainty(page, interp, df, k, max_classes):
-    "Per predicted class (from `df`, `interp.to_df()`): how many items, how unsure; galleries of the most uncertain for the least sure classes"
+    "Per predicted class (from `df`, `interp.to_df()`): how many items, how unsure; galleries of the least sure classes"
     g = df.groupby('prediction', sort=False)
     t = pd.DataFrame({'predicted class': list(g.groups),
                       'items': g.size().values,
@@ -227,7 +235,7 @@ def _most_confused_section(page, interp, n=15):
     idx = {str(v): i for i, v in enumerate(interp.vocab)}
     df = pd.DataFrame({'actual': [str(a) for a, _, _ in pairs], 'predicted as': [str(p) for _, p, _ in pairs],
                        'items': [c for _, _, c in pairs],
-                       'share of the actual class': [_pct(c / support[idx[str(a)]]) for a, _, c in pairs]})
+                       'share of the actual class': [format_pct(c / support[idx[str(a)]]) for a, _, c in pairs]})
     page.add('most-confused', 'Most confused pairs', _table(df, text_cols={'actual', 'predicted as'}),
              f'The {len(pairs)} most frequent (actual, predicted) mistakes.')
 
@@ -256,7 +264,7 @@ def write_report(interp, # A `ClassificationInterpretation` (labelled or not)
         skipped=(), # Items that could not be read, listed in the report
         stock=None, # Rows (what, stock fastai, fastinterp) comparing stock fastai's get_preds with fastinterp's
         tta=None, # `Learner.tta(...).report`: accuracy and NLL of each pass, the un-augmented one and TTA
-        temperature=None, # dict(T, before, after, n_fit, n_eval): `calibration()` on held-out items before and after fitting T
+        temperature=None, # dict(T, before, after, n_fit, n_eval): `calibration()` of held-out items before and after T
         max_classes:int=12, # Per-class galleries for at most this many classes
     )->Path:
     "Write the report of `interp` into `out` and return the path of its HTML file"
@@ -356,12 +364,13 @@ def _swap_in(tmp, out):
 
 def _meta(interp, data, skipped):
     learn = interp.learn
-    rec = activation_for(learn.loss_func) if interp.act is None else None
-    loss, act = (rec.loss, rec.name) if rec else (getattr(learn.loss_func, '__name__', type(learn.loss_func).__name__), 'given activation')
+    activation = activation_for(learn.loss_func) if interp.act is None else None
+    if activation: loss, act = activation.loss, activation.name
+    else: loss, act = getattr(learn.loss_func, '__name__', type(learn.loss_func).__name__), 'given activation'
     bits = [f'model <code>{_e(type(learn.model).__name__)}</code>',
             f'loss <code>{_e(str(loss))}</code> &rarr; {_e(act)}',
             f'{len(interp.probs):,} items' + (f' from <code>{_e(str(data))}</code>' if data else '')]
-    if vars(learn).get('temperature') is not None:  # every probability in the report went through it
+    if learner_temperature(learn) is not None:  # every probability in the report went through it
         bits.append(f'<strong>probabilities tempered</strong>: {_e(_probs_note(interp))} '
                     f'(set by <code>learn.calibrate</code> or by hand before export)')
     if skipped: bits.append(f'<strong>{len(skipped):,} unreadable item(s) skipped</strong>')
@@ -386,5 +395,6 @@ def _files(page, df, skipped, multilabel=False, n=50):
     if skipped:
         names = ''.join(f'<li><code>{_e(str(s))}</code></li>' for s in list(skipped)[:n])
         rest = f'<li>... and {len(skipped) - n:,} more</li>' if len(skipped) > n else ''
-        body += f'<div class="warn"><strong>{len(skipped):,} item(s) could not be read and were skipped:</strong><ul>{names}{rest}</ul></div>'
+        body += (f'<div class="warn"><strong>{len(skipped):,} item(s) could not be read and were skipped:</strong>'
+                 f'<ul>{names}{rest}</ul></div>')
     return body

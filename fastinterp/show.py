@@ -1,13 +1,19 @@
 "Showing interpretation results, with numbers printed so that they never mislead"
 
-__all__ = ['format_prob', 'format_probs', 'format_prob_groups', 'format_loss', 'idx_list', 'show_items',
-           'plot_confusion']
+__all__ = ['format_prob', 'format_probs', 'format_prob_groups', 'format_loss', 'format_pct', 'idx_list', 'show_items',
+           'plot_confusion', 'reliability_diagram', 'reliability_diagram_from_bins']
 
 import math, operator, textwrap
-import numpy as np, pandas as pd
+import numpy as np, pandas as pd, torch
 import matplotlib.pyplot as plt
+from matplotlib.font_manager import FontProperties
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from plum import dispatch
 from fastai.torch_core import TensorImage
+
+from .core import CalibrationBins, ece_from_bins
+from .calibration import calibration_bins
 
 # Most decimals a probability grows to alone; beyond them it prints as a bound, '>0.9999' or '<0.0001'
 _MAX_DIGITS = 4
@@ -91,6 +97,13 @@ def format_loss(x): # Loss: float, numpy scalar or 0-d tensor
     if x == 0: return '0'
     return f'{x:.2f}' if abs(x) >= 0.01 or not math.isfinite(x) else f'{x:.0e}'
 
+def format_pct(x): # A share: float in [0, 1]
+    "`x` as a percentage with 2 decimals; 100.00% and 0.00% only for exactly 1 and 0 (else 4 decimals, or a bound)"
+    for d in (2, 4):
+        s = f"{100 * x:.{d}f}"
+        if not 0 < x < 1 or 0 < float(s) < 100: return s + '%'
+    return '>99.9999%' if x > 0.5 else '<0.0001%'
+
 def idx_list(idxs, # One index, a slice, or indices: list, range, tensor or array of ints, or a boolean mask
         n:int|None=None, # Number of items: negative indices count from the end; slices and masks need it
     )->list:
@@ -127,7 +140,6 @@ def _layout(n, nrows=None, ncols=None):
 
 def _points(size):
     "A font size ('large', 12) in points"
-    from matplotlib.font_manager import FontProperties
     return FontProperties(size=size).get_size_in_points()
 
 def _text_box(texts, size):
@@ -161,7 +173,7 @@ def show_samples(x:TensorImage, samples, titles, colors, nrows=None, ncols=None,
     return fig
 
 @dispatch
-def show_samples(x:object, samples, titles, colors, figsize=None, suptitle='', **kwargs):
+def show_samples(x:object, samples, titles, colors, figsize=None, suptitle='', **kwargs):  # noqa: F811 (plum)
     "Anything else: a table of the items' text with their titles"
     df = pd.DataFrame({'item': [textwrap.shorten(str(s[0]), 60) for s in samples]})
     return _table(df, titles, colors, figsize, suptitle)
@@ -177,7 +189,7 @@ def _table(df, titles, colors, figsize=None, suptitle=''):
         figsize = (max(min(w, 40), sw + 0.4), 0.28 * (len(df) + 1) + sh + 0.1)
     fig, ax = plt.subplots(figsize=figsize, layout='constrained')
     ax.axis('off')
-    # rows fill the axes, right under the figure title: a table centred in its own size left a gap above it and cramped rows
+    # rows fill the axes, right under the figure title: a table centred in its own size left a gap above, rows cramped
     tab = ax.table(cellText=cells, colLabels=list(df.columns), bbox=(0, 0, 1, 1), cellLoc='left')
     tab.auto_set_font_size(False); tab.set_fontsize(9); tab.auto_set_column_width(list(range(len(df.columns))))
     for (r, c), cell in tab.get_celld().items():
@@ -186,9 +198,10 @@ def _table(df, titles, colors, figsize=None, suptitle=''):
         elif c == 0: cell.set_text_props(color=colors[r - 1])
     return fig
 
-def show_items(interp, # A `ClassificationInterpretation`
+def show_items(interp, # An interpretation: its `dl`, `batch` and `items` fetch what is shown
         idxs, # Indices of the items to show
         titles, # One title per item
+        right=None, # Per item, whether its prediction is right (green) or wrong (red); None: unlabelled
         suptitle:str='', # Title of the figure
         legend:bool=True, # Say what the colours of the titles mean: for views where right and wrong both show
         nrows:int|None=None, # Rows of an image grid, as fastai's `get_grid` takes them
@@ -199,12 +212,8 @@ def show_items(interp, # A `ClassificationInterpretation`
     "Draw the items at `idxs` (image grid, or table of rows) with their titles, wrong ones in red: one figure, returned"
     idxs = idx_list(idxs)
     if not idxs: raise ValueError("Nothing to show: no item matches")
-    colors = ['#222222'] * len(idxs)
-    if interp.labelled:
-        ok = interp.correct()[idxs].tolist()
-        colors = ['#1a7f37' if o else '#b3261e' for o in ok]
-    legend = legend and interp.labelled
-    if suptitle and legend: suptitle += '\ngreen: right, red: wrong'
+    colors = ['#222222'] * len(idxs) if right is None else ['#1a7f37' if o else '#b3261e' for o in right]
+    if suptitle and legend and right is not None: suptitle += '\ngreen: right, red: wrong'
     fig = _show(interp, idxs, titles, colors, nrows=nrows, ncols=ncols, figsize=figsize, suptitle=suptitle, **kwargs)
     if suptitle: fig.suptitle(suptitle, size=_SUPTITLE)
     return fig
@@ -220,8 +229,8 @@ def _show(interp, idxs, titles, colors, nrows=None, ncols=None, figsize=None, su
     if hasattr(dl, '_pre_show_batch'):
         x, _, samples = dl._pre_show_batch(b, max_n=len(idxs))
         if samples is not None:
-            return show_samples(x, samples, titles, colors, nrows=nrows, ncols=ncols, figsize=figsize, suptitle=suptitle,
-                                **kwargs)
+            return show_samples(x, samples, titles, colors, nrows=nrows, ncols=ncols, figsize=figsize,
+                                suptitle=suptitle, **kwargs)
     return _table(pd.DataFrame({'item': interp.items(idxs)}), titles, colors, figsize, suptitle)
 
 _NORMALIZED = {'true': 'each row (actual class) sums to 1', 'pred': 'each column (predicted class) sums to 1',
@@ -265,3 +274,101 @@ def plot_confusion(cm, # (C, C) confusion matrix, actual x predicted
                         color='white' if v > thresh else ('#999999' if v == 0 else 'black'))
     fig.tight_layout()
     return fig
+
+# --- reliability diagram
+def _count(n): return f'{n}' if n < 1000 else f'{n / 1000:.1f}k' if n < 9950 else f'{n / 1000:.0f}k'
+def _items(n): return f"{n:,} item{'' if n == 1 else 's'}"
+
+# Beside each panel: bars above the diagonal (under-confident bins) and below it (over-confident ones) fill any corner
+_BESIDE = dict(loc='upper left', bbox_to_anchor=(1.02, 1), borderaxespad=0, fontsize=8, frameon=False)
+# Opaque colours, so that a gap reads the same over a bar (under-confident) as over the white above it (over-confident)
+_BAR, _FEW, _EDGE = '#3b75af', '#b4cde6', '#1d3f63'
+_GAP, _GAP_FEW, _RED = '#f5c9c9', '#fbe9e9', '#d62728'
+
+def _mce_line(gap, count, few, min_count):
+    "What the MCE is over: the non-empty bins, the worst one's size, and the MCE of the bins that are not few"
+    worst = int(np.argmax(gap))
+    line = (f"MCE {format_pct(float(gap[worst]))}: largest gap of the {len(gap)} non-empty bins, "
+            f"in one of {_items(int(count[worst]))}")
+    if few.any() and (~few).any():
+        line += (f"\nover the {int((~few).sum())} bins of {min_count}+ items only: "
+                 f"MCE {format_pct(float(gap[~few].max()))}")
+    return line
+
+def reliability_diagram_from_bins(bins:CalibrationBins, # Sums of one set of predictions, shape (n_bins+1,), as streamed
+        multilabel:bool=False, # The sums pool independent labels: p(label) against how often the label is on
+        title:str|None=None, # First line of the title; the figures follow it
+        figsize=(7.2, 6.4), # Size of the figure, legends beside the panels included
+        min_count:int|None=None, # Bins of fewer items are drawn lighter (they say little); max(5, 1% of items)
+    ):
+    "`reliability_diagram` drawn from per-bin sums, which batches and processes add up: no item needs to be kept"
+    if bins.count.ndim != 1 or len(bins.count) < 2:
+        raise ValueError(f"A reliability diagram is drawn from the bins of one set of predictions, shape (n_bins+1,), "
+                         f"got shape {tuple(bins.count.shape)}. For one label of label_calibration_bins: "
+                         f"CalibrationBins(*(x[label] for x in bins))")
+    if not bins.count.sum(): raise ValueError("A reliability diagram needs at least one item in the bins")
+    n_bins = len(bins.count) - 1
+    # torchmetrics' last bin holds a confidence of exactly 1: drawn inside the bin below it
+    count, conf, hit = (torch.cat([x[:-2], x[-2:].sum(0, keepdim=True)]).numpy() for x in bins)
+    has, w, n = count > 0, 1 / n_bins, int(count.sum())
+    if min_count is None: min_count = max(5, math.ceil(0.01 * n))
+    left, k = (np.arange(n_bins) * w)[has], count[has]
+    acc, mconf = hit[has] / k, conf[has] / k
+    few = k < min_count
+    obs, conf_name = ('observed frequency', 'mean probability') if multilabel else ('accuracy', 'mean confidence')
+    overall, mean_conf = float(bins.correct.sum()) / n, float(bins.confidence.sum()) / n
+
+    fig, (ax, hx) = plt.subplots(2, 1, figsize=figsize, sharex=True, layout='constrained',
+                                 gridspec_kw={'height_ratios': [3, 1.1]})
+    ax.plot([0, 1], [0, 1], '--', color='0.25', linewidth=1.2, label='Perfect calibration', zorder=5)
+    bars = ax.bar(left, acc, w, align='edge', color=np.where(few, _FEW, _BAR), edgecolor=_EDGE, linewidth=0.8, zorder=2)
+    # the gap opaque and over the bar: an under-confident one covers the bar's top, whose outline still marks it
+    gaps = ax.bar(left, mconf - acc, w, bottom=acc, align='edge', color=np.where(few, _GAP_FEW, _GAP),
+                  edgecolor=np.where(few, '#eba9a9', _RED), hatch='///', linewidth=0.6, zorder=3)
+    ax.bar(left, acc, w, align='edge', fill=False, edgecolor=_EDGE, linewidth=0.8, zorder=3.5)
+    for f, b, g in zip(few, bars, gaps):
+        if f: b.set_hatch('..')
+    ax.hlines(mconf, left, left + w, color=_RED, linewidth=1.6, zorder=4)
+    handles = [Line2D([], [], color='0.25', linestyle='--', linewidth=1.2, label='Perfect calibration'),
+               Line2D([], [], color=_RED, linewidth=1.6, label=f'{conf_name.capitalize()} in the bin'),
+               Patch(facecolor=_BAR, edgecolor=_EDGE, label=obs.capitalize()),
+               Patch(facecolor=_GAP, edgecolor=_RED, hatch='///', label='Gap (over- or under-confident)')]
+    if few.any():
+        handles.append(Patch(facecolor=_FEW, edgecolor=_EDGE, hatch='..',
+                             label=f'Bin of fewer than {min_count} items:\nsays little'))
+    ax.set(xlim=(0, 1), ylim=(0, 1), ylabel=obs.capitalize())
+    ax.legend(handles=handles, **_BESIDE)
+    ax.grid(alpha=0.25, zorder=0)
+    head = title or ('Reliability diagram' + (', all labels pooled' if multilabel else ''))
+    ax.set_title(f"{head}\nECE {format_pct(float(ece_from_bins(bins)))} · {n_bins} bins\n"
+                 f"{_mce_line(np.abs(acc - mconf), k, few, min_count)}", fontsize=10)
+
+    hbars = hx.bar(left, k / n, w, align='edge', color=np.where(few, '0.82', '0.6'), edgecolor='white', linewidth=0.8,
+                   zorder=2)
+    for f, b in zip(few, hbars):
+        if f: b.set(hatch='..', edgecolor='0.6')
+    # a bar of 3 items says little: every bin shows how many it holds, on white, readable where a line crosses it
+    for x, c in zip(left + w / 2, k):
+        hx.text(x, c / n * 1.4, _count(c), ha='center', va='bottom', fontsize=7, color='0.25', zorder=4,
+                bbox=dict(boxstyle='square,pad=0.1', fc='white', ec='none', alpha=0.8))
+    hx.axvline(overall, color=_BAR, linewidth=1.5, label=f'{obs} {format_pct(overall)}', zorder=3)
+    hx.axvline(mean_conf, color=_RED, linestyle='--', linewidth=1.5, label=f'{conf_name} {format_pct(mean_conf)}',
+               zorder=3)
+    hx.legend(**_BESIDE)
+    hx.set(yscale='log', ylim=(min(0.5 / n, 0.1), 6),
+           ylabel=f"share of {n:,}\n{'predictions' if multilabel else 'items'} (log)",
+           xlabel='Predicted probability, every label' if multilabel else 'Confidence (top-label probability)')
+    hx.set_yticks([y for y in (1e-4, 1e-3, 1e-2, 1e-1, 1) if y >= 0.5 / n])
+    hx.grid(alpha=0.25, zorder=0, axis='y')
+    return fig
+def reliability_diagram(probs, targs,
+        n_bins:int=15, # Equal-width confidence bins
+        multilabel:bool=False, # Each column is an independent label: p(label) against how often the label is on, pooled
+        title:str|None=None, # First line of the title; the figures follow it
+        figsize=(7.2, 6.4), # Size of the figure, legends beside the panels included
+        min_count:int|None=None, # Bins of fewer items are drawn lighter (they say little); max(5, 1% of items)
+    ):
+    "Reliability diagram (Guo et al. 2017): accuracy per confidence bin against the diagonal, a histogram beneath"
+    bins = calibration_bins(probs, targs, n_bins, multilabel)
+    return reliability_diagram_from_bins(bins, multilabel, title, figsize, min_count)
+

@@ -1,44 +1,34 @@
 "Test-time augmentation that averages probabilities (not logits) in O(N x C) memory, and says whether it helped"
 
-__all__ = ['TTACallback', 'TTAResult', 'MODES', 'tta', 'item_nll', 'class_targets']
+__all__ = ['TTACallback', 'TTAResult', 'MODES', 'tta']
 
 from contextlib import nullcontext
 
 import pandas as pd, torch
-import torch.nn.functional as F
 from fastcore.basics import store_attr
 from fastcore.xtras import is_listy
 from fasttransform import Pipeline, Transform
-from fastprogress.fastprogress import master_bar, progress_bar, ConsoleProgressBar
+from fastprogress.fastprogress import master_bar
 from fastai.callback.core import Callback, event
 from fastai.learner import Learner, _before_epoch
 from fastai.torch_core import to_detach, to_float, to_concat, detuplify, nested_reorder
 
 from .activations import activation_for
-from .loaders import dataset_order, inference_dl, _is_distributed
-from .preds import activate, add_patch, decision_thresh
+from .core import TINY, class_targets, item_nll
+from .loaders import _is_distributed, dataset_order, every_item_dl
+from .passes import PassProgress, own_bars
+from .patching import add_patch
+from .preds import activate, decision_thresh
 
 MODES = ('mean', 'gmean', 'max')
-_TINY = torch.finfo(torch.float32).tiny
 _CLASSIFIERS = ('multiclass', 'multilabel')  # the kinds whose outputs are probabilities, with an accuracy and an NLL
 
-def item_nll(probs, targs, multilabel=False):
-    "Per-item negative log-likelihood of the targets under `probs` (multilabel: binary cross-entropy averaged over labels)"
-    probs = probs.float()
-    if multilabel:
-        return F.binary_cross_entropy(probs.clamp(_TINY, 1-1e-7), targs.view(probs.shape).float(), reduction='none').mean(1)
-    return -probs.gather(1, class_targets(targs, probs).view(-1, 1).long()).clamp_min(_TINY).log().view(-1)
-
-def class_targets(targs, probs):
-    "Targets as class indices (soft or one-hot targets become their argmax)"
-    return targs.argmax(1) if targs.shape == probs.shape else targs.view(-1)
-
-def _hits_and_nll(probs, targs, rec, thresh):
-    "Summed over the items: right predictions (multilabel: the share of labels right, at `thresh`) and NLL of the targets"
-    ml = rec.kind == 'multilabel'
-    t = targs.view(probs.shape) if ml else class_targets(targs, probs)
-    hits = ((probs > thresh) == t.bool()).float().mean(1) if ml else (probs.argmax(1) == t).float()
-    return float(hits.sum()), float(item_nll(probs, t, ml).sum())
+def _hits_and_nll(probs, targs, activation, thresh):
+    "Summed over the items: right predictions (multilabel: share of labels right at `thresh`) and NLL of the targets"
+    multilabel = activation.kind == 'multilabel'
+    t = targs.view(probs.shape) if multilabel else class_targets(targs, probs)
+    hits = ((probs > thresh) == t.bool()).float().mean(1) if multilabel else (probs.argmax(1) == t).float()
+    return float(hits.sum()), float(item_nll(probs, t, multilabel).sum())
 
 def _renormalize(x, axis):
     "Rows of (nonnegative) `x` that sum to 1, in place"
@@ -48,34 +38,18 @@ def _rows(x):
     "`x` with one row per item: a one-output model's (N,) outputs become (N, 1)"
     return x[:, None] if x.ndim == 1 else x
 
-def _n_items(dl): return dl.n if getattr(dl, 'n', None) is not None else len(dl.dataset)
-
-class _PassProgress(Callback):
-    "A bar over the batches of a validation pass, named `label`, under `master`; no loss (fastai's is the training one)"
-    order = 60  # fastai's ProgressCallback.order (not imported: loading it adds it to every new Learner)
-    def __init__(self, label='', master=None): store_attr()
-
-    def before_validate(self):
-        self.bar = progress_bar(self.dl, parent=self.master, leave=False)
-        # the console shows a master bar as a prefix ('Epoch 1/3'), a notebook as a bar of its own
-        if isinstance(self.bar, ConsoleProgressBar): self.bar.prefix = self.label
-        else: self.bar.comment = self.label
-        self.bar.update(0)
-
-    def after_batch(self): self.bar.update(self.iter + 1)
-    def after_validate(self):
-        if self.bar.last_v is not None: self.bar.on_iter_end()  # a pass cut short; a full one has closed its bar
+def _n_predicted(dl): return dl.n if getattr(dl, 'n', None) is not None else len(dl.dataset)
 
 class TTACallback(Callback):
     "Running aggregate of the registry's probabilities over validation passes, in data set order, in O(N x C) memory"
     order = 100  # after every callback that may change `pred` (mixed precision casts it back, for one)
     def __init__(self,
-        mode:str='mean', # 'mean' of probabilities, 'gmean' (mean of log-probabilities, renormalized), or elementwise 'max'
-        rec=None, # Registry record of the loss (resolved from the learner when None)
+        mode:str='mean', # 'mean' of probabilities, 'gmean' (of log-probabilities, renormalized), elementwise 'max'
+        activation=None, # Registry record of the loss (resolved from the learner when None)
     ):
         if mode not in MODES: raise ValueError(f"Unknown TTA mode {mode!r}: use one of {', '.join(MODES)}")
         store_attr()
-        if rec is not None: self._check_mode()
+        if activation is not None: self._check_mode()
         self.reset()
 
     def reset(self):
@@ -83,17 +57,18 @@ class TTACallback(Callback):
         self.n_passes, self.agg, self.targs, self.stats, self.items = 0, None, None, [], None
 
     @property
-    def multilabel(self): return self.rec is not None and self.rec.kind == 'multilabel'
+    def multilabel(self): return self.activation is not None and self.activation.kind == 'multilabel'
 
     def _check_mode(self):
-        if self.mode == 'gmean' and self.rec.kind not in _CLASSIFIERS:
-            raise ValueError(f"mode='gmean' averages log-probabilities, and the outputs of {self.rec.loss} ({self.rec.kind}) "
-                             f"are not probabilities: use mode='mean' or 'max'")
+        if self.mode == 'gmean' and self.activation.kind not in _CLASSIFIERS:
+            raise ValueError(f"mode='gmean' averages log-probabilities, and the outputs of {self.activation.loss} "
+                             f"({self.activation.kind}) are not probabilities: use mode='mean' or 'max'")
 
     def before_validate(self):
-        if self.n_passes and self.agg is None: raise ValueError("The aggregate was handed over by result(inplace=True): reset() before more passes")
-        if self.rec is None: self.rec = activation_for(self.learn.loss_func); self._check_mode()
-        self.thresh = decision_thresh(self.learn, self.rec)  # where the learner's temperature puts its decisions
+        if self.n_passes and self.agg is None:
+            raise ValueError("The aggregate was handed over by result(inplace=True): reset() before more passes")
+        if self.activation is None: self.activation = activation_for(self.learn.loss_func); self._check_mode()
+        self.thresh = decision_thresh(self.learn, self.activation)  # where the learner's temperature puts its decisions
         if _is_distributed(self.dl):
             raise ValueError("TTA adds up the passes item by item on one process, and this pass runs over a "
                              "DistributedDL (a slice of the items per process): run it on one process, "
@@ -103,7 +78,7 @@ class TTACallback(Callback):
 
     def _places(self, order):
         "Row of the aggregate of each item of this pass (None: its position), whatever the order the passes run in"
-        items = torch.arange(_n_items(self.dl)) if order is None else order.sort().values
+        items = torch.arange(_n_predicted(self.dl)) if order is None else order.sort().values
         if len(items) > 1 and bool((items[1:] == items[:-1]).any()):
             raise ValueError("This DataLoader yields some items more than once: TTA adds up the passes item by item")
         if self.items is None: self.items = items
@@ -117,7 +92,7 @@ class TTACallback(Callback):
     def after_batch(self):
         if not hasattr(self.learn, 'pred'): return
         # activated where the model ran (a batch on the GPU), in float32 even from a half-precision model
-        probs = to_detach(activate(self.learn, to_float(self.pred), rec=self.rec)[0]).float()
+        probs = to_detach(activate(self.learn, to_float(self.pred), activation=self.activation)[0]).float()
         if probs.ndim > 2:
             raise ValueError(f"TTA averages one row of class probabilities (or regression outputs) per item, shape "
                              f"(N, C), and this model's outputs have shape {tuple(probs.shape)}: spatial outputs "
@@ -129,7 +104,7 @@ class TTACallback(Callback):
         yb = to_detach(self.yb)
         if not yb or yb[0].numel() == 0: return
         if self.n_passes == 0: self._targs.append(yb)
-        if self.rec.kind in _CLASSIFIERS: self._score(probs, yb[0])
+        if self.activation.kind in _CLASSIFIERS: self._score(probs, yb[0])
 
     def _allocate(self, probs):
         # a running max starts below every output: regression outputs and unknown losses' raw scores can be negative
@@ -138,19 +113,20 @@ class TTACallback(Callback):
     def _accumulate(self, rows, probs):
         if self.mode == 'mean': self.agg[rows] += probs
         elif self.mode == 'max': self.agg[rows] = torch.maximum(self.agg[rows], probs)
-        elif self.multilabel: self.agg[rows] += probs.clamp_min(_TINY).log() - (1 - probs).clamp_min(_TINY).log()  # each label's logit
-        else: self.agg[rows] += probs.clamp_min(_TINY).log()
+        elif self.multilabel:  # each label's logit
+            self.agg[rows] += probs.clamp_min(TINY).log() - (1 - probs).clamp_min(TINY).log()
+        else: self.agg[rows] += probs.clamp_min(TINY).log()
 
     def _score(self, probs, targs):
         "Add this batch's correct predictions and NLL to the pass's totals"
-        hits, nll = _hits_and_nll(_rows(probs), targs, self.rec, self.thresh)
+        hits, nll = _hits_and_nll(_rows(probs), targs, self.activation, self.thresh)
         self.correct, self.nll, self.seen = self.correct + hits, self.nll + nll, self.seen + len(probs)
 
     def after_validate(self):
         if self.agg is None: return
         if self.pos != len(self.agg):
-            raise RuntimeError(f"A pass gave {self.pos} predictions for the {len(self.agg)} items of its DataLoader: every pass must "
-                               f"predict every item once (drop_last=False)")
+            raise RuntimeError(f"A pass gave {self.pos} predictions for the {len(self.agg)} items of its DataLoader: "
+                               f"every pass must predict every item once (drop_last=False)")
         if self.n_passes == 0 and self._targs:
             self.targs = detuplify(to_concat(self._targs))
             if self.places is not None: self.targs = nested_reorder(self.targs, self.places.argsort())
@@ -164,7 +140,7 @@ class TTACallback(Callback):
 
     def result(self,
         inplace:bool=False, # Finish the aggregate in its own buffer (no copy); no further pass may be added then
-        renormalize:bool=True, # Rows of a multiclass max sum to 1; False keeps the raw max, to take with more passes first
+        renormalize:bool=True, # Rows of a multiclass max sum to 1; False keeps the raw max, to take with more passes
     ):
         "The aggregated probabilities, as `value`; `inplace` saves the one N x C copy"
         if not self.n_passes: raise ValueError("No pass has run: there is nothing to aggregate")
@@ -176,14 +152,15 @@ class TTACallback(Callback):
             x.div_(self.n_passes)
             # multilabel: the sigmoid of the mean logit, i.e. p^(1/n) / (p^(1/n) + (1-p)^(1/n)) per label
             if self.multilabel: return x.sigmoid_()
-            return _renormalize(x.sub_(x.amax(self.rec.axis, keepdim=True)).exp_(), self.rec.axis)  # a softmax of the mean log-probabilities
-        return _renormalize(x, self.rec.axis) if self._multiclass and renormalize else x
+            # a softmax of the mean log-probabilities
+            return _renormalize(x.sub_(x.amax(self.activation.axis, keepdim=True)).exp_(), self.activation.axis)
+        return _renormalize(x, self.activation.axis) if self._multiclass and renormalize else x
 
     @property
-    def _multiclass(self): return self.rec is not None and self.rec.kind == 'multiclass'
+    def _multiclass(self): return self.activation is not None and self.activation.kind == 'multiclass'
 
 class TTAResult(tuple):
-    "(probabilities, targets) as fastai's `tta` returns them, with `report`: per-pass, un-augmented and TTA accuracy and NLL"
+    "(probabilities, targets) as fastai's `tta` returns them; `report`: accuracy and NLL per pass, un-augmented, of TTA"
     report:pd.DataFrame|None = None
 
 def _augmented_dl(dl, item_tfms, batch_tfms):
@@ -191,24 +168,22 @@ def _augmented_dl(dl, item_tfms, batch_tfms):
     switches = hasattr(dl.dataset, 'set_split_idx')
     if item_tfms is None and batch_tfms is None:
         if switches: return dl, True
-        raise TypeError(f"TTA needs augmentations, and the dataset of this DataLoader ({type(dl.dataset).__name__}) cannot switch "
-                        f"to training transforms: it is not a fastai Datasets. Pass item_tfms= and/or batch_tfms= with the "
-                        f"augmentations to apply.")
-    # the transforms given replace the DataLoader's, as in fastai; the kind not given stays (fastai drops it, ToTensor with it)
-    tfms = {k: v if switches else _training_pipeline(v) for k, v in (('after_item', item_tfms), ('after_batch', batch_tfms)) if v is not None}
+        raise TypeError(f"TTA needs augmentations, and the dataset of this DataLoader ({type(dl.dataset).__name__}) "
+                        f"cannot switch to training transforms: it is not a fastai Datasets. Pass item_tfms= and/or "
+                        f"batch_tfms= with the augmentations to apply.")
+    # the transforms given replace the DataLoader's, as in fastai; the kind not given stays (fastai drops it, ToTensor
+    # with it)
+    given = (('after_item', item_tfms), ('after_batch', batch_tfms))
+    tfms = {attr: v if switches else _training_pipeline(v) for attr, v in given if v is not None}
     return dl.new(**tfms), switches
 
 def _training_pipeline(tfms):
-    "Transforms given for a plain dataset, their training-only ones switched on; any other callable takes the whole item or batch"
+    "Transforms given for a plain dataset, training-only ones on; any other callable takes the whole item or batch"
     return Pipeline(tfms, split_idx=0) if is_listy(tfms) or isinstance(tfms, (Transform, Pipeline)) else tfms
 
 def _run_pass(learn, dl, cbs, split_idx):
     with (dl.dataset.set_split_idx(split_idx) if split_idx is not None else nullcontext()):
         with learn.validation_context(cbs=cbs, inner=True): learn._do_epoch_validate(dl=dl)
-
-def _own_bars(learn):
-    "Without fastai's progress bar, which calls passes epochs and shows the last training loss: passes show their own"
-    return learn.removed_cbs([learn.progress] if hasattr(learn, 'progress') else [])
 
 def tta(self:Learner,
         ds_idx:int=1, # `DataLoader` to use if `dl` is None. 0: train. 1: valid
@@ -216,56 +191,56 @@ def tta(self:Learner,
         n:int=4, # Number of augmented passes
         item_tfms=None, # Item transforms to use instead of the `DataLoader`'s
         batch_tfms=None, # Batch transforms to use instead of the `DataLoader`'s
-        beta:float|None=0.25, # Weight of the un-augmented pass in the blend (mode='max' blends by max); None returns (augmented, un-augmented) apart
-        use_max:bool=False, # fastai's switch for `mode='max'`, always blended by max with the un-augmented pass, whatever `beta`
+        beta:float|None=0.25, # Weight of the un-augmented pass in the blend (mode='max': by max); None: both apart
+        use_max:bool=False, # fastai's switch for `mode='max'`, blended by max with the un-augmented pass, any `beta`
         mode:str='mean', # Aggregate of the augmented passes: 'mean', 'gmean' or 'max' of probabilities
         progress:bool=True, # Show a progress bar over the passes
     )->TTAResult:
     "Predictions on the `ds_idx` dataset or `dl` with test-time augmentation: probabilities, whatever the loss"
     if n < 1: raise ValueError(f"n is a number of augmented passes (1 or more), got {n}")
     if use_max: mode = 'max'
-    if beta is not None and not 0 <= beta <= 1: raise ValueError(f"beta is a weight between 0 and 1 (or None), got {beta}")
-    rec = activation_for(self.loss_func)
-    aug, plain = TTACallback(mode, rec), TTACallback('mean', rec)
-    dl = inference_dl(self.dls[ds_idx] if dl is None else dl)  # fastai's as they are; torch's in data set order
-    # every item, in one order (the callbacks put each back in its place in the dataset)
-    if getattr(dl, 'shuffle', False) or getattr(dl, 'drop_last', False): dl = dl.new(shuffle=False, drop_last=False)
+    if beta is not None and not 0 <= beta <= 1:
+        raise ValueError(f"beta is a weight between 0 and 1 (or None), got {beta}")
+    activation = activation_for(self.loss_func)
+    aug, plain = TTACallback(mode, activation), TTACallback('mean', activation)
+    # every item, in one order (the callbacks put each back in its place in the dataset); torch's in data set order
+    dl = every_item_dl(self, ds_idx, dl, 'run TTA')
     aug_dl, switches = _augmented_dl(dl, item_tfms, batch_tfms)
     plain_dl = aug_dl if switches else dl
     show = progress and hasattr(self, 'progress')
     passes = [f'pass {i+1}/{n} (augmented)' for i in range(n)] + ['un-augmented pass']
     if show: passes = master_bar(passes)
-    with _own_bars(self), self.no_logging():  # no empty table of training metrics
+    with own_bars(self), self.no_logging():  # no empty table of training metrics
         try:
             self(_before_epoch)
             for i, label in enumerate(passes):
                 self.epoch = i  # as fastai numbers the passes
                 if i == n: aug.targs = None  # the un-augmented pass brings the same targets: one copy is enough
-                cbs = [aug if i < n else plain] + ([_PassProgress(label, passes)] if show else [])
+                cbs = [aug if i < n else plain] + ([PassProgress(label, passes)] if show else [])
                 _run_pass(self, aug_dl if i < n else plain_dl, cbs, (0 if i < n else 1) if switches else None)
         finally: self(event.after_fit)
     # every step below works in the two N x C buffers the passes filled: no n x N x C stack, no extra copy
     blend = beta is not None or use_max  # fastai's use_max blends whatever beta is
-    # blended by max, the result is the max over every pass, the un-augmented one too, renormalized once (fastai's use_max)
+    # blended by max: the max over every pass, the un-augmented one too, renormalized once (fastai's use_max)
     aug_p = aug.result(inplace=True, renormalize=not (blend and mode == 'max'))
     preds, targs = plain.result(inplace=True), plain.targs
     if blend:
         if mode == 'max':
             torch.maximum(aug_p, preds, out=aug_p)
-            if rec.kind == 'multiclass': _renormalize(aug_p, rec.axis)
+            if activation.kind == 'multiclass': _renormalize(aug_p, activation.axis)
         else: aug_p.lerp_(preds, beta)
         del preds
     res = TTAResult((aug_p, targs) if blend else ((aug_p, preds), targs))
-    res.report = _report(aug, plain, aug_p if blend else None, targs, rec, mode, beta)
+    res.report = _report(aug, plain, aug_p if blend else None, targs, activation, mode, beta)
     return res
 
-def _report(aug, plain, blend, targs, rec, mode, beta):
+def _report(aug, plain, blend, targs, activation, mode, beta):
     "Accuracy and NLL of each augmented pass, of the un-augmented pass and of the TTA result"
     if targs is None or not aug.stats: return None
     rows = {f'pass {i+1}': s for i, s in enumerate(aug.stats)}
     rows['un-augmented'] = plain.stats[0]
     if blend is not None:
-        hits, nll = _hits_and_nll(_rows(blend), targs, rec, plain.thresh)
+        hits, nll = _hits_and_nll(_rows(blend), targs, activation, plain.thresh)
         rows[f"TTA ({mode}, beta={beta})" if mode != 'max' else 'TTA (max)'] = (hits / len(blend), nll / len(blend))
     return pd.DataFrame.from_dict(rows, orient='index', columns=['accuracy', 'nll'])
 

@@ -1,89 +1,96 @@
-"Per-item uncertainty scores from predicted probabilities: higher means more uncertain, always in [0, 1]"
+"Per-item uncertainty: scores from predicted probabilities (higher = more uncertain, in [0, 1]), and MC dropout"
 
-__all__ = ['check_finite', 'entropy', 'margin', 'least_confidence', 'uniform_distance', 'MEASURES', 'uncertainty',
-           'label_uncertainty', 'multilabel_uncertainty']
+__all__ = ['entropy', 'margin', 'least_confidence', 'uniform_distance', 'MEASURES', 'uncertainty', 'scores',
+           'label_uncertainty', 'multilabel_uncertainty', 'MCDropoutPreds', 'mc_dropout']
 
-import math
+import contextlib, functools, math
+from typing import NamedTuple
+
 import torch
+import torch.nn as nn
+from fastcore.basics import noop, store_attr
+from fastai.callback.core import Callback, TrainEvalCallback
 
-def check_finite(x, # Tensor whose first axis is the items
-        what:str='model outputs', # What `x` is, for the message
-    ):
-    "Return `x` unchanged, or raise a ValueError saying how many of its rows hold NaN or inf"
-    t = torch.as_tensor(x)
-    if not t.is_floating_point(): return x
-    # NaN and inf show in the min or max: one fast pass (isfinite is several times slower) clears the common case
-    if t.numel() and all(bool(torch.isfinite(v)) for v in torch.aminmax(t)): return x
-    bad = ~torch.isfinite(torch.atleast_1d(t))
-    if bad.ndim > 1: bad = bad.flatten(1).any(1)
-    n = int(bad.sum())
-    if n: raise ValueError(f"{n} of {len(bad)} rows of the {what} hold NaN or inf")
-    return x
+from .core import as_probs
+from .loaders import every_item_dl
+from .preds import activate, stock_get_preds
+from .activations import activation_for
+from .passes import PassProgress, own_bars
 
-def _as_probs(probs, multiclass=True):
-    "`probs` as a finite float32/float64 tensor, (N, C) when `multiclass`"
-    x = torch.as_tensor(probs)
-    # float16 loses too much in log and 1-p; float64 input keeps its precision
-    x = x.double() if x.dtype == torch.float64 else x.float()
-    if multiclass and x.ndim != 2:
-        raise ValueError(f"Multi-class uncertainty needs probabilities of shape (N, C), got shape {tuple(x.shape)}. "
-                         f"For a one-output sigmoid model use `multilabel_uncertainty`.")
-    check_finite(x, 'probabilities')
-    return x
+# --- the measures: each checks its input once (`as_probs`), then scores it
+def _unit(x): return x.clamp(0, 1)  # rounding can step a hair outside [0, 1]; callers sort and threshold on these
 
-# Rounding can step a hair outside [0, 1]; callers sort and threshold on these scores
-def _unit(x): return x.clamp(0, 1)
+def _nats(p, multilabel=False):
+    "Entropy in nats of each row of class probabilities, or (multilabel) of each label's Bernoulli"
+    if multilabel: return -(torch.special.xlogy(p, p) + torch.special.xlogy(1 - p, 1 - p))
+    return -torch.special.xlogy(p, p).sum(1)  # xlogy makes 0*log(0) = 0
 
+def _on_probs(score):
+    "The measure `score` of probabilities checked by `as_probs` first; `.__wrapped__` scores checked ones directly"
+    @functools.wraps(score)
+    def measure(probs): return score(as_probs(probs))
+    return measure
+
+@_on_probs
 def entropy(probs): # (N, C) probabilities, rows summing to 1
     "Shannon entropy of each row divided by log(C): 0 for one-hot, 1 for uniform"
-    p = _as_probs(probs)
-    C = p.shape[1]
-    if C == 1: return p.new_zeros(len(p))
-    return _unit(-torch.special.xlogy(p, p).sum(1) / math.log(C))  # xlogy makes 0*log(0) = 0
+    C = probs.shape[1]
+    return probs.new_zeros(len(probs)) if C == 1 else _unit(_nats(probs) / math.log(C))
 
+@_on_probs
 def margin(probs): # (N, C) probabilities, rows summing to 1
     "1 minus the gap between the two most likely classes: 1 for a tie, 0 for one-hot"
-    p = _as_probs(probs)
-    if p.shape[1] == 1: return p.new_zeros(len(p))
-    top = p.topk(2, dim=1).values
+    if probs.shape[1] == 1: return probs.new_zeros(len(probs))
+    top = probs.topk(2, dim=1).values
     return _unit(1 - (top[:, 0] - top[:, 1]))
 
+@_on_probs
 def least_confidence(probs): # (N, C) probabilities, rows summing to 1
     "1 minus the probability of the most likely class"
-    p = _as_probs(probs)
-    return _unit(1 - p.max(1).values)
+    return _unit(1 - probs.max(1).values)
 
+@_on_probs
 def uniform_distance(probs): # (N, C) probabilities, rows summing to 1
     "1 - TV(p, uniform) / (1 - 1/C), with TV = 0.5*sum|p - 1/C|: 1 for uniform, 0 for one-hot"
-    p = _as_probs(probs)
-    C = p.shape[1]
-    if C == 1: return p.new_zeros(len(p))
+    C = probs.shape[1]
+    if C == 1: return probs.new_zeros(len(probs))
     # tv / (1 - 1/C) rearranged so one-hot and uniform rows come out exact, with no 1/C rounding
-    return _unit(1 - (p * C - 1).abs().sum(1) / (2 * (C - 1)))
+    return _unit(1 - (probs * C - 1).abs().sum(1) / (2 * (C - 1)))
 
 MEASURES = {'entropy': entropy, 'margin': margin, 'least_confidence': least_confidence,
             'uniform_distance': uniform_distance}
+_SCORES = {name: m.__wrapped__ for name, m in MEASURES.items()}  # of probabilities checked already
+
+def _check_measure(measure):
+    if not callable(measure) and measure not in MEASURES:
+        raise ValueError(f"Unknown uncertainty measure {measure!r}: known measures are {', '.join(MEASURES)}, "
+                         f"or pass a callable")
+    return measure
+
+def scores(probs, # (N, C) probabilities checked by `as_probs` already
+        measure='entropy', # Name in `MEASURES`, or a callable: probs -> (N,) scores
+    ):
+    "`uncertainty` of probabilities checked once already: several measures of one set check it once"
+    return measure(probs) if callable(_check_measure(measure)) else _SCORES[measure](probs)
 
 def uncertainty(probs, # (N, C) probabilities, rows summing to 1
         measure='entropy', # Name in `MEASURES`, or a callable: probs -> (N,) scores
     ):
     "Per-item uncertainty of multi-class `probs` under `measure`"
-    if callable(measure): return measure(probs)
-    if measure not in MEASURES:
-        raise ValueError(f"Unknown uncertainty measure {measure!r}: known measures are {', '.join(MEASURES)}, "
-                         f"or pass a callable")
-    return MEASURES[measure](probs)
+    if callable(_check_measure(measure)): return measure(probs)
+    return _SCORES[measure](as_probs(probs))
 
 def label_uncertainty(probs, # (N, L) sigmoid probabilities, or (N,) / (N, 1) for a one-output binary model
         thresh:float=0.5, # Decision threshold: one for every label, or (L,) one per label
     ):
     "(N, L) closeness of each label's probability to `thresh`: 1 at the threshold, 0 at the farther of 0 and 1"
-    p = _as_probs(probs, multiclass=False)
+    p = as_probs(probs, multiclass=False)
     t = torch.as_tensor(thresh, dtype=p.dtype, device=p.device)  # a float, or one per label (a temperature moves them)
     if not bool(((t > 0) & (t < 1)).all()): raise ValueError(f"thresh must lie strictly between 0 and 1, got {thresh}")
     if p.ndim == 1: p = p[:, None]
     if p.ndim != 2:
-        raise ValueError(f"Multi-label uncertainty needs probabilities of shape (N, L) or (N,), got shape {tuple(p.shape)}")
+        raise ValueError(f"Multi-label uncertainty needs probabilities of shape (N, L) or (N,), "
+                         f"got shape {tuple(p.shape)}")
     return _unit(1 - (p - t).abs() / torch.maximum(t, 1 - t))
 
 def multilabel_uncertainty(probs, # (N, L) sigmoid probabilities, or (N,) / (N, 1) for a one-output binary model
@@ -93,3 +100,75 @@ def multilabel_uncertainty(probs, # (N, L) sigmoid probabilities, or (N,) / (N, 
     u = label_uncertainty(probs, thresh)
     # max over zero labels is undefined: an item with no labels has nothing to be unsure about
     return u.max(1).values if u.shape[1] else u.new_zeros(len(u))
+
+# --- MC dropout: the spread of the predictions over dropout passes
+def _dropouts(model):
+    "The model's dropout layers: torch's, and modules whose class name ends in 'Dropout' (fastai's RNNDropout, ...)"
+    return [m for m in model.modules()
+            if isinstance(m, nn.modules.dropout._DropoutNd) or type(m).__name__.endswith('Dropout')]
+
+def _mc_measures(mean, sq, ent, multilabel):
+    "(mutual information, variance) per item from the pass means of p, p^2 and the entropy"
+    var = (sq - mean * mean).clamp_min(0)
+    mi = (_nats(mean, multilabel) - ent).clamp_min(0)  # >= 0 in exact arithmetic (Jensen)
+    if multilabel: return (mi / math.log(2)).amax(1), var.amax(1)
+    C = mean.shape[1]
+    return (mi / math.log(C) if C > 1 else mi), var.gather(1, mean.argmax(1, keepdim=True))[:, 0]
+
+class _MCDropout(Callback):
+    "During inference, `n` forward passes of each batch with only dropout on, reduced to per-item results at once"
+    order = TrainEvalCallback.order + 1  # after TrainEvalCallback has put the whole model in eval mode
+    def __init__(self, n, activation, drops): store_attr(); self.res = []
+
+    def before_validate(self):
+        for m in self.drops: m.train()
+
+    def after_pred(self):
+        multilabel, sums = self.activation.kind == 'multilabel', None
+        for i in range(self.n):
+            out = self.pred if i == 0 else self.model(*self.xb)  # fastai's own forward pass is the first
+            p = activate(self.learn, out.float(), activation=self.activation)[0].double()
+            if multilabel and p.ndim == 1: p = p[:, None]
+            terms = (p, p * p, _nats(p, multilabel))
+            sums = terms if sums is None else [s + x for s, x in zip(sums, terms)]
+        mean, sq, ent = (s / self.n for s in sums)
+        res = (mean, *_mc_measures(mean, sq, ent, multilabel))
+        self.res.append(self.learn.to_detach(tuple(x.float() for x in res)))
+
+class MCDropoutPreds(NamedTuple):
+    "Per item: the mean prediction over the dropout passes and its epistemic uncertainty"
+    probs: torch.Tensor        # (N, C) mean probabilities; multilabel: (N, L)
+    targs: torch.Tensor|None   # Targets; None for an unlabelled DataLoader
+    # (N,) BALD: entropy of the mean minus mean entropy, / log C, in [0, 1] (multilabel: largest label's, / log 2)
+    mutual_info: torch.Tensor
+    # (N,) variance over the passes of p(predicted class) (multilabel: largest over labels), in [0, 0.25]
+    variance: torch.Tensor
+
+def mc_dropout(learn, # A classifier whose model has dropout layers
+        n:int=20, # Stochastic forward passes per item
+        dl=None, # `DataLoader` to predict on; `learn.dls[ds_idx]` if None
+        ds_idx:int=1, # Index of `learn.dls` when `dl` is None
+        seed:int|None=None, # Seed of the dropout masks, for a repeatable result (the global RNG is left as it was)
+        progress:bool=True, # Show a progress bar over the batches
+    )->MCDropoutPreds:
+    "MC dropout (Gal & Ghahramani 2016): `n` passes with only dropout on (BatchNorm stays in eval), in O(N x C) memory"
+    if not isinstance(n, int) or n < 2:
+        raise ValueError(f"MC dropout needs 2 or more passes to measure disagreement, got n={n!r}")
+    activation = activation_for(learn.loss_func).check_classifier('MC dropout', known=True)
+    drops = _dropouts(learn.model)
+    if not any(getattr(m, 'p', 1) > 0 for m in drops):
+        raise ValueError(f"MC dropout needs dropout layers with p > 0, and {type(learn.model).__name__} has "
+                         f"{'only p=0 ones' if drops else 'none'} (nn.Dropout, nn.Dropout2d, ...). Dropout called "
+                         f"as F.dropout inside forward cannot be switched on from outside: use an nn.Dropout module.")
+    dl = every_item_dl(learn, ds_idx, dl, 'run MC dropout')  # the callback keeps items in the order they come
+    cb = _MCDropout(n, activation, drops)
+    # the passes run batch by batch in one epoch: one bar over the batches, that says so
+    bar = [PassProgress(f'MC dropout: {n} passes per batch')] if progress and hasattr(learn, 'progress') else []
+    with (torch.random.fork_rng() if seed is not None else contextlib.nullcontext()), own_bars(learn):
+        if seed is not None: torch.manual_seed(seed)
+        try: res = stock_get_preds(learn, dl=dl, act=noop, with_preds=False, reorder=False, cbs=[cb] + bar)
+        finally:
+            for m in drops: m.eval()
+    probs, mi, var = (torch.cat(x) for x in zip(*cb.res))
+    targs = res[1] if isinstance(res[1], torch.Tensor) and res[1].numel() else None
+    return MCDropoutPreds(probs, targs, mi, var)

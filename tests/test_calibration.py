@@ -15,8 +15,9 @@ from fastai.torch_core import set_seed
 
 import fastinterp
 from fastinterp.calibration import (CalibrationBins, calibration_bins, label_calibration_bins, ece_from_bins, mce_from_bins,
-                                    ece, mce, label_ece, brier, nll, calibration_metrics, reliability_diagram,
-                                    reliability_diagram_from_bins, fit_temperature, mc_dropout)
+                                    ece, mce, label_ece, brier, nll, calibration_metrics, fit_temperature)
+from fastinterp.show import reliability_diagram, reliability_diagram_from_bins
+from fastinterp.uncertainty import mc_dropout
 from fastinterp.interpret import ClassificationInterpretation
 from conftest import raw_outputs
 
@@ -337,10 +338,10 @@ def test_temperature_reaches_tta_interpretation_and_survives_export(vision, tmp_
 class _TwiceSoftmaxLoss(nn.CrossEntropyLoss): pass
 
 @pytest.mark.parametrize('case,err,match', [
-    ('regression', TypeError, 'regression loss'),
-    ('bce', TypeError, 'outputs probabilities'),
-    ('unknown', TypeError, 'does not know the final activation'),
-    ('not_softmax', TypeError, 'is not a softmax'),
+    ('regression', ValueError, 'regression loss'),
+    ('bce', ValueError, 'outputs probabilities'),
+    ('unknown', ValueError, 'does not know the final activation'),
+    ('not_softmax', ValueError, 'is not a softmax'),
 ])
 def test_calibrate_refuses(case, err, match):
     X, y = digits_tensors()
@@ -476,7 +477,7 @@ def test_interpretation_mc_dropout_measures(vision):
         s, i = it.most_uncertain(10, measure=m)
         assert i.tolist() == np.argsort(-getattr(r, m).numpy(), kind='stable')[:10].tolist()
         np.testing.assert_array_equal(it.to_df()[m].values, getattr(r, m).numpy())
-    with pytest.raises(TypeError, match='mc_dropout'): ClassificationInterpretation.from_learner(vision, mc_dropout=3, tta=True)
+    with pytest.raises(ValueError, match='mc_dropout'): ClassificationInterpretation.from_learner(vision, mc_dropout=3, tta=True)
     with vision.no_bar(): unlabelled = ClassificationInterpretation.from_learner(vision, dl=vision.dls.test_dl(vision.dls.valid.items[:8]), mc_dropout=3)
     assert unlabelled.targs is None and unlabelled.losses is None and len(unlabelled.most_uncertain(3, 'mutual_info')[1]) == 3
     plain = ClassificationInterpretation.from_learner(vision)

@@ -12,8 +12,8 @@ from fastai.vision.data import get_grid
 
 import fastinterp
 from fastinterp.interpret import ClassificationInterpretation
-from fastinterp.streaming import StreamingInterpretation
-from fastinterp.calibration import reliability_diagram
+from fastinterp.interpret import StreamingInterpretation
+from fastinterp.show import reliability_diagram
 from conftest import plain_learner, fit_quietly, kernel_spec
 
 @pytest.fixture(scope='module')

@@ -66,7 +66,7 @@ def test_someone_elses_distributed_broadcast_is_left_alone():
         def _broadcast(self, t, rank): return t
         DistributedDL._broadcast = _broadcast
         import fastinterp
-        from fastinterp.streaming import cpu_broadcast
+        from fastinterp.distributed import cpu_broadcast
         fastinterp.unpatch(); fastinterp.patch()
         with cpu_broadcast(): inside = DistributedDL._broadcast is _broadcast
         print(inside, DistributedDL._broadcast is _broadcast)

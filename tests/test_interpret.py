@@ -237,7 +237,7 @@ def test_multilabel(digits_arrays):
 def test_regression_is_refused(digits_arrays):
     X, y = digits_arrays
     learn = plain_learner(X, y.float()[:, None], nn.MSELoss(), 1)
-    with pytest.raises(TypeError, match='for classifiers.*regression'): ClassificationInterpretation.from_learner(learn)
+    with pytest.raises(ValueError, match='needs class probabilities.*regression loss'): ClassificationInterpretation.from_learner(learn)
 
 def test_nan_outputs_are_refused(digits_path):
     class NaNRows(nn.Module):

@@ -11,8 +11,12 @@ import matplotlib.pyplot as plt
 from fastai.data.load import DataLoader as FaDataLoader
 from fastai.learner import _ConstantFunc
 
-from fastinterp.interpret import ClassificationInterpretation, _topk
-from fastinterp.streaming import StreamingStats, StreamingCallback, StreamingInterpretation, _dataset_idxs, _score, cpu_broadcast
+from fastinterp.core import topk as _topk
+from fastinterp.distributed import cpu_broadcast
+from fastinterp.interpret import ClassificationInterpretation, StreamingInterpretation
+from fastinterp.loaders import _dataset_idxs
+from fastinterp.stats import StreamingStats, _score
+from fastinterp.streaming import StreamingCallback
 from fastinterp.uncertainty import MEASURES
 from fastinterp.calibration import calibration_bins, calibration_metrics, brier, nll
 from fastinterp.data import digits_learner
@@ -252,7 +256,7 @@ def test_from_learner_streaming_keyword(digits_vision, in_memory):
     st = ClassificationInterpretation.from_learner(digits_vision, streaming=True, k=K, progress=False)
     assert isinstance(st, StreamingInterpretation)
     check_equal(st, in_memory, K)
-    with pytest.raises(TypeError, match='streaming= goes with neither tta= nor mc_dropout='):
+    with pytest.raises(ValueError, match='streaming= goes with neither tta= nor mc_dropout='):
         ClassificationInterpretation.from_learner(digits_vision, streaming=True, tta=True)
 
 def test_views_that_need_every_item(digits_vision):
@@ -303,7 +307,7 @@ def test_binary_one_output_sigmoid(digits_arrays):
 
 def test_regression_and_multilabel_are_refused(digits_arrays):
     X, y = digits_arrays
-    with pytest.raises(TypeError, match='regression'):
+    with pytest.raises(ValueError, match='regression'):
         StreamingInterpretation.from_learner(plain_learner(X, y.float()[:, None], nn.MSELoss(), 1), progress=False)
     learn = plain_learner(X, torch.stack([y % 2 == 0, y >= 5], 1).float(), nn.BCEWithLogitsLoss(), 2)
     with pytest.raises(ValueError, match='single-label.*multi-label'): StreamingInterpretation.from_learner(learn, progress=False)

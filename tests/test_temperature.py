@@ -11,7 +11,7 @@ from fastai.data.load import DataLoader as FaDataLoader
 
 import fastinterp
 from fastinterp.interpret import ClassificationInterpretation
-from fastinterp.streaming import StreamingInterpretation
+from fastinterp.interpret import StreamingInterpretation
 from fastinterp.data import digits_learner
 from conftest import raw_outputs, fit_quietly
 

@@ -17,7 +17,7 @@ import fastinterp
 from fastinterp import ClassificationInterpretation, TTACallback
 from fastinterp.preds import stock_get_preds
 from fastinterp.loaders import inference_dl
-from fastinterp.calibration import mc_dropout
+from fastinterp.uncertainty import mc_dropout
 from conftest import plain_learner, raw_outputs, fit_quietly
 
 AUG = dict(do_flip=False, max_rotate=10., min_scale=0.9, max_warp=0.1, size=16)
@@ -320,8 +320,8 @@ def test_bad_arguments(learn):
     with pytest.raises(ValueError, match="Unknown TTA mode 'median'"): learn.tta(mode='median')
     with pytest.raises(ValueError, match='number of augmented passes'): learn.tta(n=0)
     with pytest.raises(ValueError, match='beta is a weight between 0 and 1'): learn.tta(beta=2)
-    with pytest.raises(TypeError, match='act= and tta='): ClassificationInterpretation.from_learner(learn, tta=2, act=torch.sigmoid)
-    with pytest.raises(TypeError, match='they are for tta=True'): ClassificationInterpretation.from_learner(learn, mode='gmean')
+    with pytest.raises(ValueError, match='act= and tta='): ClassificationInterpretation.from_learner(learn, tta=2, act=torch.sigmoid)
+    with pytest.raises(ValueError, match='they are for tta=True'): ClassificationInterpretation.from_learner(learn, mode='gmean')
     with pytest.raises(ValueError, match='beta=None is for Learner.tta'): ClassificationInterpretation.from_learner(learn, tta=2, beta=None)
 
 def test_progress_bar_shown_unless_silenced(learn, capsys):

@@ -1,6 +1,7 @@
 import re, numpy as np, pytest, torch
 from scipy import stats
 from fastinterp.uncertainty import *
+from fastinterp.core import check_finite
 
 # Reference computations, written independently of fastinterp's
 def ref_entropy(p): return stats.entropy(p, axis=1) / np.log(p.shape[1])

@@ -1,0 +1,192 @@
+"Pure functions every layer shares: outputs as classes, per-item NLL, confusion counts, stable top-k, bin sums, checks"
+
+__all__ = ['ROW_TOL', 'TINY', 'sums_to_one', 'check_k', 'check_finite', 'as_probs', 'class_targets', 'item_nll',
+           'brier_terms', 'output_kind', 'as_classes', 'check_normalize', 'normalize_confusion', 'confusion_counts',
+           'report_from_confusion', 'topk', 'CalibrationBins', 'bin_sums', 'ece_from_bins', 'mce_from_bins']
+
+import re
+from typing import NamedTuple
+
+import numpy as np, torch
+import torch.nn.functional as F
+import sklearn.metrics as skm
+
+ROW_TOL = 1e-3  # how far from 1 a row of class probabilities may sum: float32 softmax outputs, rounded inputs
+TINY = torch.finfo(torch.float32).tiny  # floor of a probability under a log: a finite NLL for p = 0
+
+# --- checks: each refusal written once
+def sums_to_one(x, # Tensor of nonnegative values
+        axis:int=1, # The class axis
+    )->bool:
+    "Whether every row of `x` along `axis` sums to 1 within `ROW_TOL`, as class probabilities do"
+    return bool(((x.sum(axis) - 1).abs() < ROW_TOL).all())
+
+def check_k(k, # A number of items, or None for all
+    ):
+    "`k` unchanged, or a ValueError when it is negative"
+    if k is not None and k < 0: raise ValueError(f"k must be a number of items (0 or more), got {k}")
+    return k
+
+def check_finite(x, # Tensor whose first axis is the items
+        what:str='model outputs', # What `x` is, for the message
+    ):
+    "`x` unchanged, or a ValueError saying how many of its rows hold NaN or inf"
+    t = torch.as_tensor(x)
+    if not t.is_floating_point(): return x
+    # NaN and inf show in the min or max: one fast pass (isfinite is several times slower) clears the common case
+    if t.numel() and all(bool(torch.isfinite(v)) for v in torch.aminmax(t)): return x
+    bad = ~torch.isfinite(torch.atleast_1d(t))
+    if bad.ndim > 1: bad = bad.flatten(1).any(1)
+    n = int(bad.sum())
+    if n: raise ValueError(f"{n} of {len(bad)} rows of the {what} hold NaN or inf")
+    return x
+
+def as_probs(probs, # Probabilities: tensor, array or nested list
+        multiclass:bool=True, # Whether they must be (N, C) rows of class probabilities
+    )->torch.Tensor:
+    "`probs` as a finite float32/float64 tensor, (N, C) when `multiclass`: the check of every measure's input"
+    x = torch.as_tensor(probs)
+    # float16 loses too much in log and 1-p; float64 input keeps its precision
+    x = x.double() if x.dtype == torch.float64 else x.float()
+    if multiclass and x.ndim != 2:
+        raise ValueError(f"Multi-class uncertainty needs probabilities of shape (N, C), got shape {tuple(x.shape)}. "
+                         f"For a one-output sigmoid model use `multilabel_uncertainty`.")
+    return check_finite(x, 'probabilities')
+
+# --- outputs as classes
+def class_targets(targs, # (N,) class indices, or (N, C) soft or one-hot targets
+        probs, # (N, C) probabilities they go with
+    )->torch.Tensor:
+    "Targets as class indices (soft or one-hot targets become their argmax)"
+    return targs.argmax(1) if targs.shape == probs.shape else targs.view(-1)
+
+def item_nll(probs, # (N, C) probabilities; multilabel: (N, L) per label
+        targs, # (N,) class indices (or soft rows); multilabel: (N, L) 0/1 labels
+        multilabel:bool=False, # Binary cross-entropy of each label, averaged over the labels
+    )->torch.Tensor:
+    "Per-item negative log-likelihood of the targets under `probs`, in nats, finite for p = 0"
+    probs = probs.float()
+    if multilabel:
+        t = targs.view(probs.shape).float()
+        return F.binary_cross_entropy(probs.clamp(TINY, 1 - 1e-7), t, reduction='none').mean(1)
+    return -probs.gather(1, class_targets(targs, probs).view(-1, 1).long()).clamp_min(TINY).log().view(-1)
+
+def brier_terms(probs, # (N, C) probabilities
+        targs, # (N,) class indices
+    )->torch.Tensor:
+    "Per item, in float64: sum_c (p_c - [c = t])^2, as |p|^2 - 2 p_t + 1 (no one-hot, no N x C float64 temporary)"
+    sq = torch.linalg.vector_norm(probs, dim=1, dtype=torch.float64).square()
+    return sq - 2 * probs.gather(1, targs.view(-1, 1).long())[:, 0].double() + 1
+
+def output_kind(probs, # Probabilities an explicit `act` or an unregistered loss gave
+        loss=None, # The loss, for the message
+    )->str:
+    "'multiclass' when rows sum to 1, 'multilabel' when values lie in [0, 1]; else a ValueError"
+    if probs.ndim == 2 and probs.shape[1] > 1 and sums_to_one(probs): return 'multiclass'
+    if bool(((probs >= 0) & (probs <= 1)).all()): return 'multilabel'
+    raise ValueError(f"The outputs{'' if loss is None else f' of {loss!r}'} are not probabilities (they leave [0, 1]). "
+                     f"Register the loss's activation with fastinterp.register_activation, or pass act=.")
+
+def as_classes(probs, # (N, C) class probabilities, or (N,) / (N, 1) of one sigmoid output
+        decoded, # Decisions taken (before any temperature), or None
+        targs, # Targets, or None
+        kind:str, # 'multiclass' or 'multilabel' (one sigmoid output)
+        thresh, # Threshold of a one-output sigmoid
+    ):
+    "(N, C) probabilities and (N,) predicted and target classes: a one-output sigmoid becomes two classes"
+    if kind == 'multilabel':  # one sigmoid output: a binary classifier
+        p = probs.view(-1)
+        d = decoded.reshape(-1).long() if decoded is not None and decoded.numel() == len(p) else (p > thresh).long()
+        return torch.stack([1 - p, p], 1), d, None if targs is None else targs.view(-1).long()
+    if probs.ndim != 2:
+        raise ValueError(f"Interpretation needs one row of class probabilities per item, "
+                         f"got shape {tuple(probs.shape)}")
+    if targs is not None: targs = class_targets(targs, probs).long()  # soft targets become classes
+    if decoded is None or decoded.shape != probs.shape[:1]: decoded = probs.argmax(1)
+    return probs, decoded.long(), targs
+
+# --- counting
+def check_normalize(normalize):
+    "`normalize` unchanged if sklearn's confusion_matrix takes it; else a ValueError"
+    if normalize not in (None, 'true', 'pred', 'all'):
+        raise ValueError(f"normalize must be None, 'true', 'pred' or 'all', got {normalize!r}")
+    return normalize
+
+def normalize_confusion(cm, # Counts: (C, C) actual x predicted, or (L, 2, 2) one matrix per label
+        normalize:str|None=None, # None (counts), 'true' (rows), 'pred' (columns) or 'all', as in sklearn
+    ):
+    "`cm` normalized as sklearn's `confusion_matrix(normalize=...)` does; an empty row or column gives 0s"
+    if check_normalize(normalize) is None: return cm
+    axis = {'true': -1, 'pred': -2, 'all': (-2, -1) if cm.ndim == 3 else None}[normalize]
+    with np.errstate(all='ignore'): cm = cm / cm.sum(axis=axis, keepdims=True)
+    return np.nan_to_num(cm)
+
+def confusion_counts(targs, # (N,) classes; multilabel: (N, L) 0/1 labels
+        decoded, # (N,) predicted classes; multilabel: (N, L) 0/1
+        n_classes:int, # Number of classes C
+        multilabel:bool=False, # One 2 x 2 matrix per label, as sklearn's multilabel_confusion_matrix
+    )->np.ndarray:
+    "Confusion counts (C, C) actual x predicted by counting, O(N + C^2); multilabel: (L, 2, 2)"
+    t, d = np.asarray(targs), np.asarray(decoded)
+    if multilabel:
+        t, d = t.astype(bool), d.astype(bool)
+        return np.stack([(~t & ~d).sum(0), (~t & d).sum(0), (t & ~d).sum(0), (t & d).sum(0)], 1).reshape(-1, 2, 2)
+    C = n_classes
+    return np.bincount(t.astype(np.int64) * C + d, minlength=C * C).reshape(C, C)
+
+def report_from_confusion(cm, # (C, C) confusion counts, actual x predicted
+        names, # Class names
+        **kwargs # Passed to sklearn's classification_report (digits, output_dict)
+    ):
+    "scikit-learn's classification report of the items `cm` counts: the same as from the items themselves"
+    C = len(names)
+    actual, pred = np.divmod(np.arange(C * C), C)  # one (actual, predicted) pair per cell, weighted by its count
+    rep = skm.classification_report(actual, pred, labels=list(range(C)), sample_weight=np.asarray(cm).reshape(-1),
+                                    target_names=[str(v) for v in names], zero_division=0, **kwargs)
+    if isinstance(rep, dict):
+        for row in rep.values():
+            if isinstance(row, dict) and 'support' in row: row['support'] = int(row['support'])
+        return rep
+    return re.sub(r'(\d+)\.0$', lambda m: '  ' + m.group(1), rep, flags=re.M)  # weighted supports print as 35.0
+
+def topk(scores, # (N,) scores
+        k:int|None, # How many; all when None or more than N
+        largest:bool=True, # Largest first, or smallest
+    ):
+    "Top `k` scores and their indices, ties to the lower index (stable), as a full stable sort orders them"
+    check_k(k)
+    k = len(scores) if k is None else min(int(k), len(scores))
+    s = scores.numpy()
+    order = np.argsort(-s if largest else s, kind='stable')[:k].copy()
+    return scores[order], torch.from_numpy(order)
+
+# --- calibration bin sums
+class CalibrationBins(NamedTuple):
+    "Per-bin sums every calibration figure is computed from: those of batches (or processes) add up to the whole's"
+    count: torch.Tensor      # (..., n_bins+1) int64: items in each bin
+    confidence: torch.Tensor # (..., n_bins+1) float64: their summed confidence
+    correct: torch.Tensor    # (..., n_bins+1) float64: how many were right (multilabel: how many had the label)
+
+def bin_sums(conf, # (N, K) confidences in [0, 1]
+        hit, # (N, K) outcomes: 1 right (or label on), 0 not
+        n_bins:int, # Equal-width bins over [0, 1]
+    )->CalibrationBins:
+    "`CalibrationBins` of each column of `conf` against `hit`, shape (K, n_bins+1), binned as torchmetrics bins"
+    if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
+        raise ValueError(f"n_bins must be a whole number of bins (1 or more), got {n_bins!r}")
+    # float32 confidences bucketized on float32 edges, [i/n, (i+1)/n), and one more bin for a confidence of exactly 1
+    conf = conf.float()
+    edges = torch.linspace(0, 1, n_bins + 1, device=conf.device)
+    K, nb = conf.shape[1], n_bins + 1
+    idx = ((torch.bucketize(conf, edges, right=True) - 1) + torch.arange(K, device=conf.device) * nb).flatten()
+    weights = (None, conf.double().flatten(), hit.double().flatten())
+    return CalibrationBins(*(torch.bincount(idx, weights=w, minlength=K * nb).view(K, nb) for w in weights))
+
+def ece_from_bins(bins:CalibrationBins)->torch.Tensor:
+    "Expected calibration error: per bin |accuracy - mean confidence| weighted by its share of the items, summed"
+    # sum_b n_b/N * |correct_b/n_b - conf_b/n_b| = sum_b |correct_b - conf_b| / N: no division by empty bins
+    return (bins.correct - bins.confidence).abs().sum(-1) / bins.count.sum(-1).clamp_min(1)
+
+def mce_from_bins(bins:CalibrationBins)->torch.Tensor:
+    "Maximum calibration error: the largest |accuracy - mean confidence| of a bin (an empty bin counts as 0)"
+    return ((bins.correct - bins.confidence).abs() / bins.count.clamp_min(1)).max(-1).values

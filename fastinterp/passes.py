@@ -1,0 +1,33 @@
+"Inference passes through fastai's loop: progress bars that name each pass, and fastai's own bar hidden or not"
+
+__all__ = ['PassProgress', 'own_bars', 'no_bar']
+
+from contextlib import nullcontext
+
+from fastcore.basics import store_attr
+from fastprogress.fastprogress import progress_bar, ConsoleProgressBar
+from fastai.callback.core import Callback
+
+class PassProgress(Callback):
+    "A bar over the batches of a validation pass, named `label`, under `master`; no loss (fastai's is the training one)"
+    order = 60  # fastai's ProgressCallback.order (not imported: loading it adds it to every new Learner)
+    def __init__(self, label='', master=None): store_attr()
+
+    def before_validate(self):
+        self.bar = progress_bar(self.dl, parent=self.master, leave=False)
+        # the console shows a master bar as a prefix ('Epoch 1/3'), a notebook as a bar of its own
+        if isinstance(self.bar, ConsoleProgressBar): self.bar.prefix = self.label
+        else: self.bar.comment = self.label
+        self.bar.update(0)
+
+    def after_batch(self): self.bar.update(self.iter + 1)
+    def after_validate(self):
+        if self.bar.last_v is not None: self.bar.on_iter_end()  # a pass cut short; a full one has closed its bar
+
+def own_bars(learn):
+    "Without fastai's progress bar, which calls passes epochs and shows the last training loss: passes show their own"
+    return learn.removed_cbs([learn.progress] if hasattr(learn, 'progress') else [])
+
+def no_bar(learn):
+    "`learn.no_bar()` where fastai's progress bar is on; nothing to hide otherwise (fastinterp never loads it itself)"
+    return learn.no_bar() if hasattr(type(learn), 'no_bar') and hasattr(learn, 'progress') else nullcontext()

@@ -1,0 +1,58 @@
+"What fastinterp changes in fastai, in one list: `patch` installs it, `unpatch` gives fastai back its own"
+
+__all__ = ['add_patch', 'patch', 'unpatch', 'is_patched', 'stock', 'patched_while']
+
+from contextlib import contextmanager
+
+_patches = []  # (owner, name, replacement): what `patch` installs
+_stock = {}    # (owner, name) -> fastai's own attribute, while patched
+_MISSING = object()  # an attribute the owner inherits: unpatching deletes ours
+
+def _install(owner, name, new):
+    _stock[(owner, name)] = owner.__dict__.get(name, _MISSING)
+    setattr(owner, name, new)
+
+def _restore(owner, name):
+    f = _stock.pop((owner, name))
+    if f is _MISSING: delattr(owner, name)
+    else: setattr(owner, name, f)
+
+def add_patch(owner, # Class to change, e.g. fastai's `Learner`
+        name:str, # Attribute to set
+        new, # What `owner.name` becomes while patched
+    ):
+    "Have `patch` set `owner.name` to `new` (and `unpatch` restore it)"
+    _patches.append((owner, name, new))
+    if is_patched(): _install(owner, name, new)
+
+def is_patched()->bool:
+    "Whether fastai currently uses fastinterp's `get_preds`, `predict` and interpretation"
+    return any(key in _stock for key in ((o, n) for o, n, _ in _patches))
+
+def patch():
+    "Make fastai's `Learner` and interpretation use the registry; doing it twice changes nothing"
+    if is_patched(): return
+    for owner, name, new in _patches: _install(owner, name, new)
+
+def unpatch():
+    "Give fastai back every attribute fastinterp changed, a fix applied for the length of a pass included"
+    for owner, name in reversed(list(_stock)): _restore(owner, name)
+
+def stock(owner, # The class
+        name:str, # The attribute
+    ):
+    "fastai's own `owner.name`, patched or not"
+    f = _stock.get((owner, name), _MISSING)
+    return getattr(owner, name) if f is _MISSING else f
+
+@contextmanager
+def patched_while(owner, # Class to change for the length of the `with` block
+        name:str, # Attribute to set
+        new, # What `owner.name` is within
+    ):
+    "`owner.name` set to `new` within the block, then given back (and given back by `unpatch` if that comes first)"
+    if (owner, name) in _stock: yield; return  # already changed: the outer change stays in charge
+    _install(owner, name, new)
+    try: yield
+    finally:
+        if (owner, name) in _stock: _restore(owner, name)

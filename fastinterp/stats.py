@@ -1,0 +1,317 @@
+"Streamed statistics: a functional state (init, update, merge, sync, compute) and `StreamingStats`, its thin class"
+
+__all__ = ['StreamingStats']
+
+import math
+
+import torch
+import torch.distributed as dist
+
+from .core import CalibrationBins, bin_sums, brier_terms, check_finite, check_k, item_nll, sums_to_one, topk, ROW_TOL
+from .distributed import all_gather, all_reduced, comm_device
+from .uncertainty import MEASURES, scores
+
+# --- the functional core: a state is a dict of tensors; `_REDUCE` says how each entry combines across batches and
+# processes
+_REDUCE = {'n': 'sum', 'pred_counts': 'sum', 'confusion': 'sum',
+           **{f'bins_{f}': 'sum' for f in CalibrationBins._fields},
+           'brier_sum': 'sum', 'nll_sum': 'sum', 'top': 'topk'}
+_FIELDS = ('score', 'idx', 'probs', 'decoded', 'targ', 'loss')  # what is kept of each top item: enough to show it
+
+def _no_items(n_classes, device=None):
+    "An empty list of kept items"
+    long, flt = dict(dtype=torch.long, device=device), dict(device=device)
+    return {'score': torch.empty(0, **flt), 'idx': torch.empty(0, **long), 'probs': torch.empty(0, n_classes, **flt),
+            'decoded': torch.empty(0, **long), 'targ': torch.empty(0, **long), 'loss': torch.empty(0, **flt)}
+
+def _init_state(n_classes, n_bins, lists, device=None):
+    "The state of no items: zero counts and bin sums, empty top-k lists"
+    z = lambda *shape, dtype=torch.long: torch.zeros(*shape, dtype=dtype, device=device)
+    # calibration_bins' layout: n_bins + 1 bins (the last holds a confidence of exactly 1), int64 counts, float64 sums
+    bins = {'bins_count': z(n_bins + 1), 'bins_confidence': z(n_bins + 1, dtype=torch.float64),
+            'bins_correct': z(n_bins + 1, dtype=torch.float64)}
+    return {'n': z(()), 'pred_counts': z(n_classes), 'confusion': z(n_classes, n_classes), **bins,
+            'brier_sum': z((), dtype=torch.float64), 'nll_sum': z((), dtype=torch.float64),
+            'top': {l: _no_items(n_classes, device) for l in lists}}
+
+def _select(a, b, k):
+    "The top `k` of the kept items `a` and `b` by score, ties to the lower item index, as the in-memory views order"
+    m = {f: torch.cat([a[f], b[f]]) for f in _FIELDS}
+    if torch.unique(m['idx']).numel() < len(m['idx']):
+        raise ValueError("The same item index was streamed twice: give each item its own index (`idxs`), "
+                         "global across the collectors or processes that are merged")
+    o = torch.argsort(m['idx'])  # indices are unique: in index order, a stable top-k sends ties to the lower index
+    o = o[topk(m['score'][o], k)[1]]
+    return {f: v[o] for f, v in m.items()}
+
+def _candidates(scores, kept, k):
+    "Positions in `scores` that may enter the top `k` beside `kept`: at least the k-th best of both (ties: `_select`)"
+    v = scores.topk(min(k, len(scores))).values[-1]
+    if len(kept['score']) == k: v = torch.maximum(v, kept['score'][-1])
+    return torch.nonzero(scores >= v).view(-1)
+
+# room between a measure and its bound for float32 rounding and rows that sum to 1 only within 1e-3 (which can lift a
+# normalized entropy by up to 0.01 over the bound, for two classes)
+_SLACK = 0.02
+
+def _bounds(pmax, n_classes):
+    "Upper bound of each uncertainty measure from an item's top probability alone (rows summing to 1, C > 1)"
+    p = pmax.double()
+    q, C = (1 - p).clamp_min(0), n_classes
+    return {'least_confidence': q,
+            'margin': (2 * q).clamp_max(1),  # the second probability is at most 1 - p1
+            # the rest spread evenly
+            'entropy': (-torch.special.xlogy(p, p) - torch.special.xlogy(q, q) + q * math.log(C - 1)) / math.log(C),
+            'uniform_distance': 1 - (p * C - 1).clamp_min(0) / (C - 1)}  # sum of |C p_c - 1| is at least 2 (C p1 - 1)
+
+def _score(name, probs):
+    "The measure `name` of each row: on the CPU, bit for bit what it gives that row in any batch, the whole set's too"
+    # torch sums a lone row of 32,768 values or more over several threads, in another order than each row of a batch
+    if len(probs) == 1: return scores(probs.repeat(2, 1), name)[:1]
+    return scores(probs, name)
+
+def _update(kept, # The state's top-k lists, read only
+        probs, # (B, C) float32 probabilities, rows summing to 1
+        targs, # (B,) target classes, or None
+        losses, # (B,) per-item losses, or None
+        idxs, # (B,) item indices
+        decoded, # (B,) predicted classes, or None for the argmax
+        k:int, # Items kept per list
+        n_bins:int, # Calibration bins
+    ):
+    "One batch's contribution: the sums it adds, its confusion cells, per list the items that may enter the top `k`"
+    C = probs.shape[1]
+    pmax, pred = probs.max(1)  # the first maximum, as argmax
+    if decoded is None: decoded = pred
+    res = {'sums': {'n': len(probs), 'pred_counts': torch.bincount(decoded, minlength=C)}, 'cells': None, 'top': {}}
+    if targs is not None:
+        res['cells'] = targs * C + decoded  # confusion cells to count: O(B), where a C x C bincount per batch is O(C^2)
+        # the sums calibration_bins makes of (top probability, argmax right), without checking the batch again
+        bins = bin_sums(pmax[:, None], (pred == targs)[:, None], n_bins)
+        res['sums'].update({f'bins_{f}': s[0] for f, s in zip(CalibrationBins._fields, bins)})
+        res['sums']['brier_sum'] = brier_terms(probs, targs).sum()
+        res['sums']['nll_sum'] = item_nll(probs, targs).double().sum()
+    if k == 0: return res
+    rows = {'probs': probs, 'decoded': decoded, 'idx': idxs,
+            'targ': targs if targs is not None else torch.full_like(decoded, -1),
+            'loss': losses if losses is not None else probs.new_full((len(probs),), math.nan)}
+    bounds = _bounds(pmax, C) if C > 1 else None
+    for name, kl in kept.items():
+        pos = None  # the positions scored; None: all of them
+        if name == 'loss':
+            if losses is None: continue
+            scores = losses
+        else:
+            if bounds is not None and len(kl['score']) == k:
+                # an item whose bound is below the k-th kept score cannot enter: score the others only
+                pos = torch.nonzero(bounds[name] >= float(kl['score'][-1]) - _SLACK).view(-1)
+                if not len(pos): continue
+            scores = _score(name, probs if pos is None else probs[pos])
+        c = _candidates(scores, kl, k)
+        if not len(c): continue
+        at = c if pos is None else pos[c]
+        res['top'][name] = {'score': scores[c], **{f: r[at] for f, r in rows.items()}}
+    return res
+
+def _add(state, res, k):
+    "Add a batch's contribution `res` to `state`, in place"
+    for key, v in res['sums'].items(): state[key] += v
+    if res['cells'] is not None: state['confusion'].view(-1).index_add_(0, res['cells'], torch.ones_like(res['cells']))
+    for name, cand in res['top'].items(): state['top'][name] = _select(state['top'][name], cand, k)
+
+def _merge(a, b, k):
+    "The state of the items of `a` and of `b` together"
+    return {key: ({l: _select(a[key][l], b[key][l], k) for l in a[key]} if how == 'topk' else a[key] + b[key])
+            for key, how in _REDUCE.items()}
+
+def _compute(state):
+    "Figures from a state: counts as numpy arrays, sums as floats, kept items as CPU tensors"
+    cpu = lambda t: t.detach().cpu()
+    return {'n': int(state['n']), 'pred_counts': cpu(state['pred_counts']).numpy(),
+            'confusion': cpu(state['confusion']).numpy(),
+            'calibration_bins': CalibrationBins(*(cpu(state[f'bins_{f}']) for f in CalibrationBins._fields)),
+            'brier_sum': float(state['brier_sum']), 'nll_sum': float(state['nll_sum']),
+            'top': {l: {f: cpu(v) for f, v in kept.items()} for l, kept in state['top'].items()}}
+
+# --- across processes
+def _gather_top(kept, k, group=None):
+    "The top `k` of every rank's kept items: each sends `k` rows (padded with index -1, dropped again), shapes alike"
+    pad = k - len(kept['idx'])
+    per_field = {f: all_gather(torch.cat([v, v.new_full((pad, *v.shape[1:]), -1)]), group) for f, v in kept.items()}
+    res = _no_items(kept['probs'].shape[1], kept['probs'].device)
+    for r in range(dist.get_world_size(group)):
+        real = per_field['idx'][r] >= 0
+        res = _select(res, {f: per_field[f][r][real] for f in _FIELDS}, k)
+    return res
+
+def _sync(state, k, group=None):
+    "The state of the items of every rank of `group`: counts all-reduced, top-k lists all-gathered and selected again"
+    res = {}
+    for key, how in _REDUCE.items():
+        if how == 'topk': res[key] = {l: _gather_top(kept, k, group) if k else kept for l, kept in state[key].items()}
+        else: res[key] = all_reduced(state[key], group)
+    return res
+
+def _to(state, device):
+    "`state` with every tensor on `device`"
+    return {key: v.to(device) if torch.is_tensor(v)
+            else {name: {f: t.to(device) for f, t in kept.items()} for name, kept in v.items()}
+            for key, v in state.items()}
+
+class StreamingStats:
+    "Confusion and per-class counts, calibration bins, and the top `k` items by loss and by uncertainty: O(1) memory"
+    def __init__(self,
+        n_classes:int, # Number of classes C
+        k:int=100, # Items kept per list: memory is O(k*C + C^2 + n_bins), whatever the number of items
+        n_bins:int=15, # Calibration bins, equal width over [0, 1]
+        measures=tuple(MEASURES), # Names in `MEASURES` whose top `k` items are kept
+    ):
+        if int(n_classes) < 1: raise ValueError(f"n_classes must be at least 1, got {n_classes}")
+        check_k(int(k))
+        if int(n_bins) < 1: raise ValueError(f"n_bins must be at least 1, got {n_bins}")
+        measures = tuple(measures)
+        unknown = [m for m in measures if m not in MEASURES]
+        if unknown:
+            raise ValueError(f"Unknown uncertainty measure(s) {unknown}: streaming keeps the named ones, "
+                             f"{', '.join(MEASURES)}")
+        self.n_classes, self.k, self.n_bins = int(n_classes), int(k), int(n_bins)
+        # in MEASURES' order: processes gather the lists one after the other, so they must agree on it, whatever
+        # order each was given
+        self.measures = tuple(m for m in MEASURES if m in measures)
+        self.reset()
+
+    def reset(self):
+        "Forget every item"
+        self.state, self.labelled, self.with_loss = None, None, None
+
+    @property
+    def n(self):
+        "Number of items streamed so far"
+        return 0 if self.state is None else int(self.state['n'])
+
+    def _lists(self): return ('loss', *self.measures)
+
+    def _flags(self, labelled, with_loss):
+        "Check that a batch has targets and losses like the batches before it, and remember it"
+        for name, was, now in (('targets', self.labelled, labelled), ('losses', self.with_loss, with_loss)):
+            if was is not None and was != now:
+                raise ValueError(f"This batch {'has' if now else 'has no'} {name}, and the earlier ones "
+                                 f"{'had' if was else 'had none'}: "
+                                 f"stream labelled and unlabelled data into separate collectors")
+        self.labelled, self.with_loss = labelled, with_loss
+
+    def update(self,
+        probs, # (B, C) probabilities, rows summing to 1
+        targs=None, # (B,) target classes, for the confusion, the calibration figures (bins, Brier, NLL) and the losses
+        losses=None, # (B,) per-item losses, for the top losses (need `targs`)
+        idxs=None, # (B,) item indices, global across what is merged; default: continue from the items already seen
+        decoded=None, # (B,) predicted classes; default: argmax of `probs`
+    ):
+        "Add one batch"
+        probs, targs, losses, idxs, decoded = self._check(probs, targs, losses, idxs, decoded)
+        if not len(probs): return self
+        self._flags(targs is not None, losses is not None)
+        if self.state is None: self.state = _init_state(self.n_classes, self.n_bins, self._lists(), probs.device)
+        _add(self.state, _update(self.state['top'], probs, targs, losses, idxs, decoded, self.k, self.n_bins), self.k)
+        return self
+
+    def _check(self, probs, targs, losses, idxs, decoded):
+        "The batch as tensors of the right shapes, dtypes and ranges, or a ValueError saying what is wrong"
+        probs = torch.as_tensor(probs)
+        C = self.n_classes
+        if probs.ndim != 2 or probs.shape[1] != C:
+            raise ValueError(f"probs must have shape (batch size, {C}), got {tuple(probs.shape)}")
+        if not probs.is_floating_point(): raise ValueError(f"probs must be floating point, got {probs.dtype}")
+        probs, B = probs.float(), len(probs)
+        if B:  # one pass for the range (NaN and inf show in it), one for the row sums
+            lo, hi = torch.aminmax(probs)
+            if not (torch.isfinite(lo) and torch.isfinite(hi)):
+                check_finite(probs, 'probabilities')  # says how many rows
+            if lo < 0 or hi > 1:
+                raise ValueError("probs hold values outside [0, 1]: pass probabilities (e.g. the softmax of the "
+                                 "logits), not logits")
+            if not sums_to_one(probs):
+                off = float((probs.sum(1) - 1).abs().max())
+                raise ValueError(f"Rows of probs must sum to 1 within {ROW_TOL:g} (a single-label classifier's "
+                                 f"softmax); "
+                                 f"one is off by {off:.3g}")
+        def classes(t, what):
+            t = torch.as_tensor(t, device=probs.device)
+            if t.shape != (B,): raise ValueError(f"{what} must have shape ({B},), one per item, got {tuple(t.shape)}")
+            if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+                raise ValueError(f"{what} must be integer class indices, got {t.dtype}")
+            if B and (t.min() < 0 or t.max() >= C):
+                raise ValueError(f"{what} must lie in [0, {C}), got values from {int(t.min())} to {int(t.max())}")
+            return t.long()
+        if targs is not None: targs = classes(targs, 'targs')
+        if decoded is not None: decoded = classes(decoded, 'decoded')
+        if losses is not None:
+            if targs is None: raise ValueError("losses need targs: a per-item loss is measured against a target")
+            losses = torch.as_tensor(losses, device=probs.device)
+            if losses.shape != (B,) or not losses.is_floating_point():
+                raise ValueError(f"losses must be floats of shape ({B},), got {losses.dtype} of shape "
+                                 f"{tuple(losses.shape)}")
+            if torch.isnan(losses).any():
+                raise ValueError(f"{int(torch.isnan(losses).sum())} of the {B} losses are NaN")
+            losses = losses.float()
+        if idxs is None: idxs = torch.arange(self.n, self.n + B, device=probs.device)
+        else:
+            idxs = torch.as_tensor(idxs, device=probs.device)
+            if idxs.shape != (B,) or idxs.is_floating_point():
+                raise ValueError(f"idxs must be {B} integer item indices, got {idxs.dtype} of shape "
+                                 f"{tuple(idxs.shape)}")
+            if B and idxs.min() < 0: raise ValueError("idxs must be item indices, 0 or more")
+            idxs = idxs.long()
+        return probs, targs, losses, idxs, decoded
+
+    def _setup(self): return (self.n_classes, self.k, self.n_bins, self.measures)
+
+    def merge(self, other:'StreamingStats'):
+        "Add the items of `other` (streamed elsewhere, with its own global `idxs`): in any order of merges, the same"
+        if not isinstance(other, StreamingStats):
+            raise TypeError(f"Can only merge a StreamingStats, got {type(other).__name__}")
+        if self._setup() != other._setup():
+            raise ValueError(f"Cannot merge collectors set up differently: (n_classes, k, n_bins, measures) "
+                             f"{self._setup()} here, "
+                             f"{other._setup()} in the other")
+        if other.state is None: return self
+        self._flags(other.labelled, other.with_loss)
+        mine = self.state or _init_state(self.n_classes, self.n_bins, self._lists(), other.state['n'].device)
+        self.state = _merge(mine, other.state, self.k)  # new tensors: `other` stays as it was
+        return self
+
+    def sync(self, group=None):
+        "Merge the statistics of every process of `group` once, at the end: counts all-reduced, lists all-gathered"
+        if not (dist.is_available() and dist.is_initialized()):
+            raise RuntimeError("sync needs torch.distributed to be initialized (torch.distributed.init_process_group)")
+        if dist.get_world_size(group) == 1: return self
+        dev = comm_device(group)
+        here = self.state['n'].device if self.state is not None else torch.device('cpu')
+        self._sync_setup(dev, group)
+        # a rank that saw nothing still takes part
+        state = self.state or _init_state(self.n_classes, self.n_bins, self._lists())
+        self.state = _to(_sync(_to(state, dev), self.k, group), here)
+        return self
+
+    def _sync_setup(self, dev, group):
+        "Check that every rank is set up alike and agrees on targets and losses (one that saw none takes the others')"
+        code = lambda flag: -1 if flag is None else int(flag)
+        mask = sum(1 << list(MEASURES).index(m) for m in self.measures)
+        setup = [self.n_classes, self.k, self.n_bins, mask, code(self.labelled), code(self.with_loss)]
+        mine = torch.tensor(setup, device=dev)
+        rows = [t.tolist() for t in all_gather(mine, group)]
+        for r, row in enumerate(rows):
+            if row[:4] != rows[0][:4]:
+                raise ValueError(f"Ranks 0 and {r} are set up differently: (n_classes, k, n_bins, measures bitmask) "
+                                 f"{rows[0][:4]} and {row[:4]}")
+        flags = []
+        for i, name in ((4, 'targets'), (5, 'losses')):
+            known = {row[i] for row in rows if row[i] >= 0}
+            if len(known) > 1: raise ValueError(f"Some ranks streamed {name} and others did not")
+            flags.append(bool(known.pop()) if known else None)
+        self.labelled, self.with_loss = flags
+
+    def compute(self):
+        "The figures: item count, predicted counts, confusion (actual x predicted), bin, Brier and NLL sums, kept items"
+        if self.state is None: raise ValueError("Nothing was streamed: call update with at least one item first")
+        return _compute(self.state)
