@@ -73,6 +73,31 @@ def test_someone_elses_distributed_broadcast_is_left_alone():
     ''')
     assert out.split() == ['True', 'True']
 
+def test_the_broadcast_fix_is_on_for_a_pass_only_and_unpatch_reverts_it():
+    "fastai's own DistributedDL._broadcast moves to CUDA: replaced for gloo within a pass, and given back by unpatch()"
+    out, err = run_python('''
+        import os, warnings
+        warnings.simplefilter('ignore')
+        import torch.distributed as dist
+        from fastai.distributed import DistributedDL
+        import fastinterp
+        from fastinterp.distributed import cpu_broadcast
+        own = DistributedDL._broadcast
+        os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT='29533')
+        dist.init_process_group('gloo', rank=0, world_size=1)
+        try:
+            with cpu_broadcast():
+                fixed = DistributedDL._broadcast is not own and fastinterp.is_patched()
+                fastinterp.unpatch()  # in the middle of a pass: fastai's own again, and after it too
+                reverted = DistributedDL._broadcast is own
+            print(fixed, reverted, DistributedDL._broadcast is own)
+            fastinterp.patch()
+            with cpu_broadcast(): pass
+            print(DistributedDL._broadcast is own)
+        finally: dist.destroy_process_group()
+    ''')
+    assert out.split() == ['True', 'True', 'True', 'True']
+
 # --- every stock parameter, with fastai's meaning
 def _stock_methods():
     "(owner, name, fastai's function) of every public method of fastai's interpretation and Learner's prediction calls"
