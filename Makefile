@@ -1,5 +1,6 @@
 # The two set-up commands of the README: `make demo` and `make test`. Each builds or refreshes
-# the virtual environment in .venv (when setup.cfg changed, or it is missing), then runs.
+# the virtual environment in .venv (when setup.cfg changed, or it is missing), then runs; `make test` lints
+# the package first (ruff, configured in pyproject.toml) and fails on a lint error.
 PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
@@ -16,6 +17,7 @@ demo: $(BIN)/.installed
 	MPLBACKEND=Agg $(BIN)/fastinterp demo $(ARGS)
 
 test: $(BIN)/.installed
+	$(BIN)/ruff check fastinterp bench
 	MPLBACKEND=Agg $(BIN)/python -m pytest -q $(ARGS)
 
 bench: $(BIN)/.installed
