@@ -32,7 +32,12 @@ class _Entry:
 
 @dataclass(frozen=True)
 class LossActivation:
-    "What `activation_for` resolves a loss to: how to turn its model's raw outputs into probabilities and classes"
+    """What `activation_for` resolves a loss to: how to turn its model's raw outputs into probabilities and classes
+
+    >>> a = activation_for(nn.BCEWithLogitsLoss())
+    >>> a.kind, a.thresh, a.decodes(a.act(torch.tensor([[2., -1.]])))
+    ('multilabel', 0.5, tensor([[ True, False]]))
+    """
     loss: str         # Name of the loss, for messages
     name: str         # Name of the activation: 'softmax', 'sigmoid', 'exp', 'identity', or the loss's own
     act: Callable     # Raw model outputs -> probabilities
@@ -106,7 +111,14 @@ def register_activation(loss=None, # Loss class or function; omit to use as a de
         axis:int=1, # Class axis of the model outputs
         expects:str=None, # What the model outputs ('logits', 'log-probabilities', 'probabilities'); from `act` if None
     ):
-    "Register the final activation of a loss class or function; also usable as a decorator"
+    """Register the final activation of a loss class or function; also usable as a decorator
+
+    >>> class MyLoss(nn.Module):
+    ...     def forward(self, out, targ): return F.cross_entropy(out, targ)
+    >>> register_activation(MyLoss, 'softmax', kind='multiclass')
+    >>> activation_for(MyLoss()).name, activation_for(MyLoss()).kind
+    ('softmax', 'multiclass')
+    """
     if loss is None:
         return lambda l: register_activation(l, act=act, decodes=decodes, kind=kind, thresh=thresh, axis=axis,
                                              expects=expects) or l
@@ -127,7 +139,11 @@ def register_activation(loss=None, # Loss class or function; omit to use as a de
     _warned.discard(k)
 
 def registered_losses():
-    "Every registered loss, as {'module.name': (activation, kind)}"
+    """Every registered loss, as {'module.name': (activation, kind)}
+
+    >>> registered_losses()['torch.nn.modules.loss.CrossEntropyLoss']
+    ('softmax', 'multiclass')
+    """
     return {_path(k): (e.name, e.kind) for k,e in _registry.items()}
 
 def _own(loss, attr):
@@ -157,7 +173,11 @@ def _wraps(loss):
             f"activation.")
 
 def activation_for(loss_func):
-    "The `LossActivation` of `loss_func`: the loss's own `activation`/`decodes` win, then the registry"
+    """The `LossActivation` of `loss_func`: the loss's own `activation`/`decodes` win, then the registry
+
+    >>> activation_for(nn.NLLLoss())  # the model outputs log-probabilities: exp gives the probabilities
+    LossActivation(loss='NLLLoss', name='exp', kind='multiclass', expects='log-probabilities', axis=1)
+    """
     return _activation_for(loss_func, warn=True)
 
 def _activation_for(loss_func, warn):

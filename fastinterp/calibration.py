@@ -53,41 +53,81 @@ def calibration_bins(probs, # (N, C) probabilities; multilabel: (N, L) per label
         n_bins:int=15, # Equal-width bins over [0, 1]
         multilabel:bool=False, # Each column is an independent label: bin p(label) against the label, pooled over labels
     )->CalibrationBins:
-    "Per-bin counts, summed top-label confidence and summed correctness, binned as torchmetrics' calibration error bins"
+    """Per-bin counts, summed top-label confidence and summed correctness, binned as torchmetrics' calibration error
+
+    >>> p, y = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]]), torch.tensor([0, 1, 1, 0])
+    >>> b = calibration_bins(p, y, n_bins=5)  # top-label confidence 0.9, 0.8, 0.7, 0.6 against right or wrong
+    >>> b.count.tolist(), b.correct.tolist()
+    ([0, 0, 0, 2, 2, 0], [0.0, 0.0, 0.0, 2.0, 1.0, 0.0])
+    """
     return _bins(*_checked(probs, targs, multilabel), n_bins, multilabel)
 
 def label_calibration_bins(probs, # (N, L) probabilities of independent labels
         targs, # (N, L) 0/1 labels
         n_bins:int=15, # Equal-width bins over [0, 1]
     )->CalibrationBins:
-    "Multilabel: the `CalibrationBins` of each label, shape (L, n_bins+1): p(label) binned against the label"
+    """Multilabel: the `CalibrationBins` of each label, shape (L, n_bins+1): p(label) binned against the label
+
+    >>> b = label_calibration_bins(torch.tensor([[0.9, 0.2], [0.1, 0.7]]), torch.tensor([[1, 0], [0, 1]]), n_bins=2)
+    >>> b.count.tolist()  # one row of bins per label
+    [[1, 1, 0], [1, 1, 0]]
+    """
     return bin_sums(*_checked(probs, targs, True), n_bins)
 
 def ece(probs, targs, n_bins:int=15, multilabel:bool=False)->float:
-    "Expected calibration error, top-label (multilabel: pooled over labels), equal-width bins as torchmetrics"
+    """Expected calibration error, top-label (multilabel: pooled over labels), equal-width bins as torchmetrics
+
+    >>> p, y = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]]), torch.tensor([0, 1, 1, 0])
+    >>> round(ece(p, y, n_bins=5), 4)  # bins (0.6, 0.7): 2 right of 1.3; (0.8, 0.9): 1 right of 1.7
+    0.35
+    """
     return float(ece_from_bins(calibration_bins(probs, targs, n_bins, multilabel)))
 
 def mce(probs, targs, n_bins:int=15, multilabel:bool=False)->float:
-    "Maximum calibration error, top-label (multilabel: pooled over labels), equal-width bins as torchmetrics"
+    """Maximum calibration error, top-label (multilabel: pooled over labels), equal-width bins as torchmetrics
+
+    >>> p, y = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]]), torch.tensor([0, 1, 1, 0])
+    >>> round(mce(p, y, n_bins=5), 4)  # the (0.8, 0.9) bin: 50% right at a mean confidence of 85%
+    0.35
+    """
     return float(mce_from_bins(calibration_bins(probs, targs, n_bins, multilabel)))
 
 def label_ece(probs, targs, n_bins:int=15)->torch.Tensor:
-    "Multilabel: (L,) expected calibration error of each label, p(label) against the label"
+    """Multilabel: (L,) expected calibration error of each label, p(label) against the label
+
+    >>> label_ece(torch.tensor([[0.9, 0.2], [0.1, 0.7]]), torch.tensor([[1, 0], [0, 1]]), n_bins=2)
+    tensor([0.1000, 0.2500], dtype=torch.float64)
+    """
     return ece_from_bins(label_calibration_bins(probs, targs, n_bins))
 
 def brier(probs, targs, multilabel:bool=False)->float:
-    "Brier score: mean squared distance to the one-hot target, summed over classes (0 to 2); multilabel: mean (0 to 1)"
+    """Brier score: mean squared distance to the one-hot target, summed over classes (0 to 2); multilabel: mean (0 to 1)
+
+    >>> round(brier(torch.tensor([[0.7, 0.2, 0.1]]), torch.tensor([0])), 4)  # 0.3^2 + 0.2^2 + 0.1^2
+    0.14
+    """
     return _brier(*_checked(probs, targs, multilabel), multilabel)
 
 def nll(probs, targs, multilabel:bool=False)->float:
-    "Mean negative log-likelihood of the targets in nats (multilabel: binary cross-entropy averaged over labels)"
+    """Mean negative log-likelihood of the targets in nats (multilabel: binary cross-entropy averaged over labels)
+
+    >>> round(nll(torch.tensor([[0.5, 0.5], [0.25, 0.75]]), torch.tensor([0, 1])), 4)  # -(log 0.5 + log 0.75) / 2
+    0.4904
+    """
     return _nll(*_checked(probs, targs, multilabel), multilabel)
 
 def metrics_from_sums(bins:CalibrationBins, # Bin sums of the top-label confidence
         brier_sum:float, # Sum over the items of their Brier terms
         nll_sum:float, # Sum over the items of their NLL
     )->dict:
-    "ECE, MCE, Brier score, NLL and accuracy from sums over the items: what batches and processes add up"
+    """ECE, MCE, Brier score, NLL and accuracy from sums over the items: what batches and processes add up
+
+    >>> p, y = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]]), torch.tensor([0, 1, 1, 0])
+    >>> from fastinterp.core import brier_terms, item_nll
+    >>> m = metrics_from_sums(calibration_bins(p, y, 5), float(brier_terms(p, y).sum()), float(item_nll(p, y).sum()))
+    >>> {k: round(v, 4) for k, v in m.items()}  # as calibration_metrics has them from the items
+    {'ece': 0.35, 'mce': 0.35, 'brier': 0.45, 'nll': 0.6456, 'accuracy': 0.75}
+    """
     n = int(bins.count.sum())
     return {'ece': float(ece_from_bins(bins)), 'mce': float(mce_from_bins(bins)), 'brier': brier_sum / n,
             'nll': nll_sum / n, 'accuracy': float(bins.correct.sum()) / n}
@@ -98,7 +138,12 @@ def calibration_metrics(probs, targs,
         thresh:float=0.5, # Multilabel: decision threshold of the accuracy
         labels=None, # Multilabel: names of the labels, for `label_ece`
     )->dict:
-    "ECE, MCE, Brier score, NLL and accuracy (multilabel: of every label decision, plus each label's ECE)"
+    """ECE, MCE, Brier score, NLL and accuracy (multilabel: of every label decision, plus each label's ECE)
+
+    >>> p, y = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]]), torch.tensor([0, 1, 1, 0])
+    >>> {k: round(v, 4) for k, v in calibration_metrics(p, y, n_bins=5).items()}
+    {'ece': 0.35, 'mce': 0.35, 'brier': 0.45, 'nll': 0.6456, 'accuracy': 0.75}
+    """
     p, t = _checked(probs, targs, multilabel)
     bins = _bins(p, t, n_bins, multilabel)
     if not multilabel:
@@ -126,7 +171,14 @@ def fit_temperature(out, # (N, C) raw outputs, logits or log-probabilities; mult
         bounds=(1e-2, 1e2), # Range of T searched
         tol:float=1e-9, # Relative precision of 1/T
     ):
-    "Temperature T minimizing the NLL of softmax(out / T): a float; multilabel: (L,) one per label, of sigmoid(out / T)"
+    """Temperature T minimizing the NLL of softmax(out / T): a float; multilabel: (L,), one per label, of sigmoid(out/T)
+
+    >>> logits = torch.tensor([[4., 0.], [3., 0.], [0., 2.], [2., 0.], [0., 3.], [1., 0.]])
+    >>> round(fit_temperature(logits, torch.tensor([0, 1, 1, 0, 1, 1])), 2)  # over-confident: T > 1 softens it
+    2.77
+    >>> round(fit_temperature(logits / 5, torch.tensor([0, 0, 1, 0, 1, 1])), 2)  # under-confident: T < 1 sharpens
+    0.19
+    """
     z = check_finite(torch.as_tensor(out), 'model outputs').double()
     if multilabel and z.ndim == 1: z = z[:, None]
     if z.ndim != 2:

@@ -17,7 +17,12 @@ DEFAULT_OUT = 'fastinterp-report'
 DEMO_AUG = dict(do_flip=False, max_rotate=8., max_zoom=1.05, max_warp=0., max_lighting=0.1, p_affine=0.5)
 
 class BadInput(Exception):
-    "Input the command cannot use: reported as one line on stderr, exit status 1"
+    """Input the command cannot use: reported as one line on stderr, exit status 1
+
+    >>> raise BadInput('the learner file does not exist')
+    Traceback (most recent call last):
+    fastinterp.cli.BadInput: the learner file does not exist
+    """
 
 class _Parser(argparse.ArgumentParser):
     "argparse's parser, whose errors are one line on stderr and exit status 1, as every other bad input of the command"
@@ -107,7 +112,16 @@ def demo(out=DEFAULT_OUT, # Folder to write the report into
         tta:int=4, # Augmented passes of test-time augmentation; 0: none
         file=None, # Where to print; stdout if None
     ):
-    "Train a small CNN on the digits with a plain PyTorch loss; stock fastai's get_preds beside ours; the report"
+    """Train a small CNN on the digits with a plain PyTorch loss; stock fastai's get_preds beside ours; the report
+
+    >>> import io, tempfile
+    >>> from contextlib import redirect_stdout
+    >>> from pathlib import Path
+    >>> tmp = Path(tempfile.mkdtemp())
+    >>> with redirect_stdout(io.StringIO()): learn, page = demo(tmp/'report', tmp/'digits', epochs=1, tta=0)
+    >>> page.name, len(learn.dls.vocab)
+    ('report.html', 10)
+    """
     import fastinterp
     from .data import digits_folder, digits_learner
     from .interpret import ClassificationInterpretation
@@ -153,7 +167,14 @@ def read_items(data, # An image folder (labels: parent folder names), or a CSV o
         unlabelled:bool=False, # Ignore the labels
         say=None, # Called with a line saying which columns of a CSV were read
     ):
-    "(items, labels or None, skipped): the images of `data` that can be read, their labels, and those that cannot"
+    """(items, labels or None, skipped): the images of `data` that can be read, their labels, and those that cannot
+
+    >>> import tempfile
+    >>> from fastinterp.data import digits_folder
+    >>> items, labels, skipped = read_items(digits_folder(tempfile.mkdtemp())/'valid')
+    >>> len(items), sorted(set(labels))[:3], skipped
+    (359, ['0', '1', '2'], [])
+    """
     data = Path(data)
     if not data.exists(): raise BadInput(f"no such file or folder: {data}")
     if data.is_file(): items, labels = _read_csv(data, item_col, label_col, unlabelled, say or (lambda s: None))
@@ -316,7 +337,16 @@ def labelled_dl(learn, # A `Learner` built with fastai's data API
         items, # Inputs, as the learner's data takes them (image paths)
         labels=None, # Their labels, as written in the learner's vocab; None: unlabelled
     ):
-    "A `DataLoader` of `items` (and `labels`) through the learner's own validation transforms"
+    """A `DataLoader` of `items` (and `labels`) through the learner's own validation transforms
+
+    >>> import tempfile
+    >>> from fastinterp.data import digits_folder, digits_learner
+    >>> path = digits_folder(tempfile.mkdtemp())
+    >>> files = sorted((path/'valid'/'3').glob('*.png'))[:5]
+    >>> x, y = labelled_dl(digits_learner(path), files, ['3'] * 5).one_batch()
+    >>> x.shape, y.tolist()
+    (torch.Size([5, 3, 8, 8]), [3, 3, 3, 3, 3])
+    """
     from fastai.data.core import Datasets
     from fastai.data.transforms import Categorize
     dls = learn.dls
@@ -357,7 +387,17 @@ def report(learner, # File written by `learn.export()`
         imports=(), # Modules defining the learner's custom classes or functions
         file=None, # Where to print; stdout if None
     ):
-    "Write the report of an exported learner on the images of `data`"
+    """Write the report of an exported learner on the images of `data`
+
+    >>> import io, tempfile
+    >>> from pathlib import Path
+    >>> from fastinterp.data import digits_folder, digits_learner
+    >>> tmp = Path(tempfile.mkdtemp())
+    >>> digits_learner(digits_folder(tmp/'digits')).export(tmp/'digits.pkl')  # untrained: the report works all the same
+    >>> page = report(tmp/'digits.pkl', tmp/'digits'/'valid', tmp/'report', file=io.StringIO())
+    >>> page.name, (page.parent/'predictions.csv').read_text().count('\\n') > 359
+    ('report.html', True)
+    """
     from .interpret import ClassificationInterpretation
     from .report import write_report
     _check_args(k, tta)
@@ -392,6 +432,12 @@ def report(learner, # File written by `learn.export()`
     return path
 
 def main(argv=None):
+    """The `fastinterp` command: `fastinterp demo` or `fastinterp report LEARNER.pkl DATA`; bad input: one line, exit 1
+
+    >>> main(['report', 'no-such-learner.pkl', '.'])
+    Traceback (most recent call last):
+    SystemExit: 1
+    """
     parser = _Parser(prog='fastinterp', description=__doc__)
     sub = parser.add_subparsers(dest='cmd', required=True, metavar='{demo,report}')
     d = sub.add_parser('demo', help='train on the digits, compare stock fastai with fastinterp, write a report')

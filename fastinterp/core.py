@@ -18,19 +18,35 @@ TINY = torch.finfo(torch.float32).tiny  # floor of a probability under a log: a 
 def sums_to_one(x, # Tensor of nonnegative values
         axis:int=1, # The class axis
     )->bool:
-    "Whether every row of `x` along `axis` sums to 1 within `ROW_TOL`, as class probabilities do"
+    """Whether every row of `x` along `axis` sums to 1 within `ROW_TOL`, as class probabilities do
+
+    >>> sums_to_one(torch.tensor([[0.2, 0.8], [0.5, 0.5]])), sums_to_one(torch.tensor([[2.0, -1.5]]).abs())
+    (True, False)
+    """
     return bool(((x.sum(axis) - 1).abs() < ROW_TOL).all())
 
 def check_k(k, # A number of items, or None for all
     ):
-    "`k` unchanged, or a ValueError when it is negative"
+    """`k` unchanged, or a ValueError when it is negative
+
+    >>> check_k(3), check_k(None)
+    (3, None)
+    >>> check_k(-1)
+    Traceback (most recent call last):
+    ValueError: k must be a number of items (0 or more), got -1
+    """
     if k is not None and k < 0: raise ValueError(f"k must be a number of items (0 or more), got {k}")
     return k
 
 def check_finite(x, # Tensor whose first axis is the items
         what:str='model outputs', # What `x` is, for the message
     ):
-    "`x` unchanged, or a ValueError saying how many of its rows hold NaN or inf"
+    """`x` unchanged, or a ValueError saying how many of its rows hold NaN or inf
+
+    >>> check_finite(torch.tensor([[1., float('nan')], [0., 1.], [float('inf'), 2.]]), 'logits')
+    Traceback (most recent call last):
+    ValueError: 2 of 3 rows of the logits hold NaN or inf
+    """
     t = torch.as_tensor(x)
     if not t.is_floating_point(): return x
     # NaN and inf show in the min or max: one fast pass (isfinite is several times slower) clears the common case
@@ -44,7 +60,11 @@ def check_finite(x, # Tensor whose first axis is the items
 def as_probs(probs, # Probabilities: tensor, array or nested list
         multiclass:bool=True, # Whether they must be (N, C) rows of class probabilities
     )->torch.Tensor:
-    "`probs` as a finite float32/float64 tensor, (N, C) when `multiclass`: the check of every measure's input"
+    """`probs` as a finite float32/float64 tensor, (N, C) when `multiclass`: the check of every measure's input
+
+    >>> as_probs([[0.25, 0.75]]).dtype, as_probs(torch.tensor([[0.5, 0.5]], dtype=torch.float64)).dtype
+    (torch.float32, torch.float64)
+    """
     x = torch.as_tensor(probs)
     # float16 loses too much in log and 1-p; float64 input keeps its precision
     x = x.double() if x.dtype == torch.float64 else x.float()
@@ -57,14 +77,23 @@ def as_probs(probs, # Probabilities: tensor, array or nested list
 def class_targets(targs, # (N,) class indices, or (N, C) soft or one-hot targets
         probs, # (N, C) probabilities they go with
     )->torch.Tensor:
-    "Targets as class indices (soft or one-hot targets become their argmax)"
+    """Targets as class indices (soft or one-hot targets become their argmax)
+
+    >>> p = torch.tensor([[0.9, 0.1], [0.2, 0.8]])
+    >>> class_targets(torch.tensor([[1., 0.], [0., 1.]]), p), class_targets(torch.tensor([[1], [0]]), p)
+    (tensor([0, 1]), tensor([1, 0]))
+    """
     return targs.argmax(1) if targs.shape == probs.shape else targs.view(-1)
 
 def item_nll(probs, # (N, C) probabilities; multilabel: (N, L) per label
         targs, # (N,) class indices (or soft rows); multilabel: (N, L) 0/1 labels
         multilabel:bool=False, # Binary cross-entropy of each label, averaged over the labels
     )->torch.Tensor:
-    "Per-item negative log-likelihood of the targets under `probs`, in nats, finite for p = 0"
+    """Per-item negative log-likelihood of the targets under `probs`, in nats, finite for p = 0
+
+    >>> item_nll(torch.tensor([[0.5, 0.5], [0.9, 0.1]]), torch.tensor([0, 1])).div(torch.tensor(2.).log())  # in bits
+    tensor([1.0000, 3.3219])
+    """
     probs = probs.float()
     if multilabel:
         t = targs.view(probs.shape).float()
@@ -74,14 +103,22 @@ def item_nll(probs, # (N, C) probabilities; multilabel: (N, L) per label
 def brier_terms(probs, # (N, C) probabilities
         targs, # (N,) class indices
     )->torch.Tensor:
-    "Per item, in float64: sum_c (p_c - [c = t])^2, as |p|^2 - 2 p_t + 1 (no one-hot, no N x C float64 temporary)"
+    """Per item, in float64: sum_c (p_c - [c = t])^2, as |p|^2 - 2 p_t + 1 (no one-hot, no N x C float64 temporary)
+
+    >>> brier_terms(torch.tensor([[0.7, 0.2, 0.1]]), torch.tensor([0]))  # 0.3^2 + 0.2^2 + 0.1^2
+    tensor([0.1400], dtype=torch.float64)
+    """
     sq = torch.linalg.vector_norm(probs, dim=1, dtype=torch.float64).square()
     return sq - 2 * probs.gather(1, targs.view(-1, 1).long())[:, 0].double() + 1
 
 def output_kind(probs, # Probabilities an explicit `act` or an unregistered loss gave
         loss=None, # The loss, for the message
     )->str:
-    "'multiclass' when rows sum to 1, 'multilabel' when values lie in [0, 1]; else a ValueError"
+    """'multiclass' when rows sum to 1, 'multilabel' when values lie in [0, 1]; else a ValueError
+
+    >>> output_kind(torch.tensor([[0.3, 0.7]])), output_kind(torch.tensor([[0.9, 0.8]]))
+    ('multiclass', 'multilabel')
+    """
     if probs.ndim == 2 and probs.shape[1] > 1 and sums_to_one(probs): return 'multiclass'
     if bool(((probs >= 0) & (probs <= 1)).all()): return 'multilabel'
     raise ValueError(f"The outputs{'' if loss is None else f' of {loss!r}'} are not probabilities (they leave [0, 1]). "
@@ -93,7 +130,13 @@ def as_classes(probs, # (N, C) class probabilities, or (N,) / (N, 1) of one sigm
         kind:str, # 'multiclass' or 'multilabel' (one sigmoid output)
         thresh, # Threshold of a one-output sigmoid
     ):
-    "(N, C) probabilities and (N,) predicted and target classes: a one-output sigmoid becomes two classes"
+    """(N, C) probabilities and (N,) predicted and target classes: a one-output sigmoid becomes two classes
+
+    >>> probs, decoded, targs = as_classes(torch.tensor([0.2, 0.9]), None, torch.tensor([0., 1.]), 'multilabel', 0.5)
+    >>> probs, decoded, targs
+    (tensor([[0.8000, 0.2000],
+            [0.1000, 0.9000]]), tensor([0, 1]), tensor([0, 1]))
+    """
     if kind == 'multilabel':  # one sigmoid output: a binary classifier
         p = probs.view(-1)
         d = decoded.reshape(-1).long() if decoded is not None and decoded.numel() == len(p) else (p > thresh).long()
@@ -107,7 +150,14 @@ def as_classes(probs, # (N, C) class probabilities, or (N,) / (N, 1) of one sigm
 
 # --- counting
 def check_normalize(normalize):
-    "`normalize` unchanged if sklearn's confusion_matrix takes it; else a ValueError"
+    """`normalize` unchanged if sklearn's confusion_matrix takes it; else a ValueError
+
+    >>> check_normalize('true')
+    'true'
+    >>> check_normalize('rows')
+    Traceback (most recent call last):
+    ValueError: normalize must be None, 'true', 'pred' or 'all', got 'rows'
+    """
     if normalize not in (None, 'true', 'pred', 'all'):
         raise ValueError(f"normalize must be None, 'true', 'pred' or 'all', got {normalize!r}")
     return normalize
@@ -115,7 +165,12 @@ def check_normalize(normalize):
 def normalize_confusion(cm, # Counts: (C, C) actual x predicted, or (L, 2, 2) one matrix per label
         normalize:str|None=None, # None (counts), 'true' (rows), 'pred' (columns) or 'all', as in sklearn
     ):
-    "`cm` normalized as sklearn's `confusion_matrix(normalize=...)` does; an empty row or column gives 0s"
+    """`cm` normalized as sklearn's `confusion_matrix(normalize=...)` does; an empty row or column gives 0s
+
+    >>> normalize_confusion(np.array([[3, 1], [0, 0]]), 'true')
+    array([[0.75, 0.25],
+           [0.  , 0.  ]])
+    """
     if check_normalize(normalize) is None: return cm
     axis = {'true': -1, 'pred': -2, 'all': (-2, -1) if cm.ndim == 3 else None}[normalize]
     with np.errstate(all='ignore'): cm = cm / cm.sum(axis=axis, keepdims=True)
@@ -126,7 +181,13 @@ def confusion_counts(targs, # (N,) classes; multilabel: (N, L) 0/1 labels
         n_classes:int, # Number of classes C
         multilabel:bool=False, # One 2 x 2 matrix per label, as sklearn's multilabel_confusion_matrix
     )->np.ndarray:
-    "Confusion counts (C, C) actual x predicted by counting, O(N + C^2); multilabel: (L, 2, 2)"
+    """Confusion counts (C, C) actual x predicted by counting, O(N + C^2); multilabel: (L, 2, 2)
+
+    >>> confusion_counts(torch.tensor([0, 0, 1, 2]), torch.tensor([0, 1, 1, 1]), 3)
+    array([[1, 1, 0],
+           [0, 1, 0],
+           [0, 1, 0]])
+    """
     t, d = np.asarray(targs), np.asarray(decoded)
     if multilabel:
         t, d = t.astype(bool), d.astype(bool)
@@ -138,7 +199,12 @@ def report_from_confusion(cm, # (C, C) confusion counts, actual x predicted
         names, # Class names
         **kwargs # Passed to sklearn's classification_report (digits, output_dict)
     ):
-    "scikit-learn's classification report of the items `cm` counts: the same as from the items themselves"
+    """scikit-learn's classification report of the items `cm` counts: the same as from the items themselves
+
+    >>> rep = report_from_confusion(np.array([[3, 1], [0, 4]]), ['cat', 'dog'], output_dict=True)
+    >>> rep['cat']['recall'], rep['dog']['precision'], rep['dog']['support']
+    (0.75, 0.8, 4)
+    """
     C = len(names)
     actual, pred = np.divmod(np.arange(C * C), C)  # one (actual, predicted) pair per cell, weighted by its count
     rep = skm.classification_report(actual, pred, labels=list(range(C)), sample_weight=np.asarray(cm).reshape(-1),
@@ -153,7 +219,11 @@ def topk(scores, # (N,) scores
         k:int|None, # How many; all when None or more than N
         largest:bool=True, # Largest first, or smallest
     ):
-    "Top `k` scores and their indices, ties to the lower index (stable), as a full stable sort orders them"
+    """Top `k` scores and their indices, ties to the lower index (stable), as a full stable sort orders them
+
+    >>> topk(torch.tensor([0.5, 0.9, 0.5, 0.1]), 3)  # the tie: the lower index first
+    (tensor([0.9000, 0.5000, 0.5000]), tensor([1, 0, 2]))
+    """
     check_k(k)
     k = len(scores) if k is None else min(int(k), len(scores))
     s = scores.numpy()
@@ -162,7 +232,12 @@ def topk(scores, # (N,) scores
 
 # --- calibration bin sums
 class CalibrationBins(NamedTuple):
-    "Per-bin sums every calibration figure is computed from: those of batches (or processes) add up to the whole's"
+    """Per-bin sums every calibration figure is computed from: those of batches (or processes) add up to the whole's
+
+    >>> b = bin_sums(torch.tensor([[0.9], [0.95]]), torch.tensor([[1.], [0.]]), n_bins=10)
+    >>> int(b.count[0, 9]), round(b.confidence[0, 9].item(), 4), b.correct[0, 9].item()
+    (2, 1.85, 1.0)
+    """
     count: torch.Tensor      # (..., n_bins+1) int64: items in each bin
     confidence: torch.Tensor # (..., n_bins+1) float64: their summed confidence
     correct: torch.Tensor    # (..., n_bins+1) float64: how many were right (multilabel: how many had the label)
@@ -171,7 +246,11 @@ def bin_sums(conf, # (N, K) confidences in [0, 1]
         hit, # (N, K) outcomes: 1 right (or label on), 0 not
         n_bins:int, # Equal-width bins over [0, 1]
     )->CalibrationBins:
-    "`CalibrationBins` of each column of `conf` against `hit`, shape (K, n_bins+1), binned as torchmetrics bins"
+    """`CalibrationBins` of each column of `conf` against `hit`, shape (K, n_bins+1), binned as torchmetrics bins
+
+    >>> bin_sums(torch.tensor([[0.05], [0.55], [1.0]]), torch.ones(3, 1), n_bins=2).count  # the last bin: exactly 1
+    tensor([[1, 1, 1]])
+    """
     if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
         raise ValueError(f"n_bins must be a whole number of bins (1 or more), got {n_bins!r}")
     # float32 confidences bucketized on float32 edges, [i/n, (i+1)/n), and one more bin for a confidence of exactly 1
@@ -183,10 +262,22 @@ def bin_sums(conf, # (N, K) confidences in [0, 1]
     return CalibrationBins(*(torch.bincount(idx, weights=w, minlength=K * nb).view(K, nb) for w in weights))
 
 def ece_from_bins(bins:CalibrationBins)->torch.Tensor:
-    "Expected calibration error: per bin |accuracy - mean confidence| weighted by its share of the items, summed"
+    """Expected calibration error: per bin |accuracy - mean confidence| weighted by its share of the items, summed
+
+    >>> conf = torch.tensor([[0.9], [0.9], [0.6], [0.6]])
+    >>> bins = bin_sums(conf, torch.tensor([[1.], [1.], [0.], [1.]]), 10)
+    >>> round(float(ece_from_bins(bins)[0]), 4)  # (|2 - 1.8| + |1 - 1.2|) / 4
+    0.1
+    """
     # sum_b n_b/N * |correct_b/n_b - conf_b/n_b| = sum_b |correct_b - conf_b| / N: no division by empty bins
     return (bins.correct - bins.confidence).abs().sum(-1) / bins.count.sum(-1).clamp_min(1)
 
 def mce_from_bins(bins:CalibrationBins)->torch.Tensor:
-    "Maximum calibration error: the largest |accuracy - mean confidence| of a bin (an empty bin counts as 0)"
+    """Maximum calibration error: the largest |accuracy - mean confidence| of a bin (an empty bin counts as 0)
+
+    >>> conf = torch.tensor([[0.9], [0.9], [0.6], [0.6]])
+    >>> bins = bin_sums(conf, torch.tensor([[1.], [1.], [0.], [1.]]), 10)
+    >>> round(float(mce_from_bins(bins)[0]), 4)  # both bins are off by 0.1
+    0.1
+    """
     return ((bins.correct - bins.confidence).abs() / bins.count.clamp_min(1)).max(-1).values

@@ -12,7 +12,13 @@ def digits_folder(path, # Folder to write into; reused when it already holds the
         valid_pct:float=0.2, # Share of each class put in `valid/`
         seed:int=42, # Seed of the train/valid split
     )->Path:
-    "Write scikit-learn's 1,797 8x8 digits as PNGs in `path/{train,valid}/{0..9}/`: a real image folder"
+    """Write scikit-learn's 1,797 8x8 digits as PNGs in `path/{train,valid}/{0..9}/`: a real image folder
+
+    >>> import tempfile
+    >>> path = digits_folder(tempfile.mkdtemp())
+    >>> len(list(path.glob('*/*/*.png'))), sorted(p.name for p in (path/'train').iterdir())[:3]
+    (1797, ['0', '1', '2'])
+    """
     from sklearn.datasets import load_digits
     path = Path(path)
     if (path/'.complete').exists(): return path
@@ -32,7 +38,11 @@ def digits_folder(path, # Folder to write into; reused when it already holds the
 def digits_cnn(n_out:int=10, # Number of outputs
         final=None, # Optional last layer, e.g. `nn.LogSoftmax(1)` for `nn.NLLLoss`
     )->nn.Module:
-    "A small CNN for 3x8x8 images that trains in seconds on a CPU"
+    """A small CNN for 3x8x8 images that trains in seconds on a CPU
+
+    >>> digits_cnn()(torch.zeros(2, 3, 8, 8)).shape
+    torch.Size([2, 10])
+    """
     layers = [nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
               nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
               nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
@@ -48,7 +58,13 @@ def digits_learner(path, # Folder of the digits PNGs (see `digits_folder`)
         seed:int=0, # Seed of the data loaders and the model's initial weights
         **kwargs # Passed to `Learner`
     ):
-    "An untrained vision `Learner` on the digits folder, with a plain PyTorch loss by default"
+    """An untrained vision `Learner` on the digits folder, with a plain PyTorch loss by default
+
+    >>> import tempfile
+    >>> learn = digits_learner(digits_folder(tempfile.mkdtemp()))
+    >>> learn.dls.vocab[:3], len(learn.dls.valid.dataset), type(learn.loss_func).__name__
+    (['0', '1', '2'], 359, 'CrossEntropyLoss')
+    """
     from fastai.vision.all import ImageDataLoaders, Learner, set_seed, accuracy
     set_seed(seed, reproducible=True)
     dls = ImageDataLoaders.from_folder(path, train='train', valid='valid', bs=bs, num_workers=0, batch_tfms=batch_tfms)

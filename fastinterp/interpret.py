@@ -60,7 +60,12 @@ def _n_passes(tta, n):
     return int(tta)
 
 class ClassificationInterpretation(Views, fastai.interpret.ClassificationInterpretation):
-    "Interpretation of a classifier from ONE inference pass: cached `probs`, `targs`, `decoded`, `losses`"
+    """Interpretation of a classifier from ONE inference pass: cached `probs`, `targs`, `decoded`, `losses`
+
+    >>> interp = ClassificationInterpretation.from_learner(learn, progress=False)  # one inference pass
+    >>> interp.probs.shape, int(interp.confusion_matrix().sum()), [t.shape for t in interp.top_losses(4)]
+    (torch.Size([60, 3]), 60, [torch.Size([4]), torch.Size([4])])
+    """
     def __init__(self,
         learn, # Model used to create the interpretation
         dl:DataLoader, # `DataLoader` inference ran over
@@ -98,7 +103,13 @@ class ClassificationInterpretation(Views, fastai.interpret.ClassificationInterpr
         measures=tuple(MEASURES), # streaming: uncertainty measures whose top `k` items are kept
         progress:bool=True, # Show fastai's progress bar
     ):
-        "Run inference once over `dl` and cache probabilities, targets, decoded classes and losses"
+        """Run inference once over `dl` and cache probabilities, targets, decoded classes and losses
+
+        >>> interp = ClassificationInterpretation.from_learner(learn, progress=False)
+        >>> nll = -interp.probs.gather(1, interp.targs[:, None])[:, 0].log()  # cross-entropy, by hand
+        >>> len(interp.probs), torch.allclose(interp.losses, nll, atol=1e-5), interp.top_losses(3)[1].shape
+        (60, True, torch.Size([3]))
+        """
         tta_args = dict(item_tfms=item_tfms, batch_tfms=batch_tfms, beta=beta, use_max=use_max, mode=mode)
         stream_args = dict(k=k, n_bins=n_bins, measures=measures)
         _only_with(tta, 'tta=True', n=(n, None), item_tfms=(item_tfms, None), batch_tfms=(batch_tfms, None),
@@ -213,7 +224,15 @@ class ClassificationInterpretation(Views, fastai.interpret.ClassificationInterpr
         return ['from ' + ' · '.join(src + self._temperature_note())]
 
 class StreamingInterpretation(Views):
-    "The views that streamed statistics answer exactly, in constant memory; a clear error for the others"
+    """The views that streamed statistics answer exactly, in constant memory; a clear error for the others
+
+    >>> st = ClassificationInterpretation.from_learner(learn, streaming=True, k=10, progress=False)
+    >>> im = ClassificationInterpretation.from_learner(learn, progress=False)
+    >>> type(st).__name__, bool((st.confusion_matrix() == im.confusion_matrix()).all())
+    ('StreamingInterpretation', True)
+    >>> torch.equal(st.top_losses(5)[1], im.top_losses(5)[1])  # the same items, from the top 10 kept
+    True
+    """
     multilabel = False  # streaming covers single-label classifiers
     def __init__(self,
         learn, # Model the statistics come from
@@ -246,7 +265,15 @@ class StreamingInterpretation(Views):
         measures=tuple(MEASURES), # Uncertainty measures whose top `k` items are kept
         progress:bool=True, # Show fastai's progress bar, with items/s
     ):
-        "Stream one inference pass over `dl` into counts and the top `k` items: memory flat in the number of items"
+        """Stream one inference pass over `dl` into counts and the top `k` items: memory flat in the number of items
+
+        >>> st = StreamingInterpretation.from_learner(learn, k=5, progress=False)  # counts and the top 5 items
+        >>> st.n, int(st.confusion_matrix().sum()), st.top_losses()[1].shape
+        (60, 60, torch.Size([5]))
+        >>> st.to_df()  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ValueError: to_df is not available from streamed statistics: it holds one row per item, ...
+        """
         dl = every_item_dl(learn, ds_idx, dl)  # a torch DataLoader: the same batches as a fastai one, in data set order
         inner = dl.dl if _is_distributed(dl) else dl
         cb = StreamingCallback(k, n_bins, measures, act, _is_labelled(inner) and _per_item_loss(learn.loss_func))

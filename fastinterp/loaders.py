@@ -35,7 +35,15 @@ def _torch_order(dl):
                      f"pass inference_dl(dl) (the same items in data set order) or a DataLoader with shuffle=False")
 
 def dataset_order(dl):
-    "Data set index of each item `dl` yields, in order; None for an iterable data set, whose items have no index"
+    """Data set index of each item `dl` yields, in order; None for an iterable data set, whose items have no index
+
+    >>> import torch.utils.data as tud
+    >>> dataset_order(learn.dls.valid)[:5], dataset_order(tud.DataLoader(range(4), batch_size=2))
+    (tensor([0, 1, 2, 3, 4]), tensor([0, 1, 2, 3]))
+    >>> dataset_order(learn.dls.train)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ValueError: Cannot trace the items of a shuffled DataLoader back to the data set: ...
+    """
     if isinstance(dl, tud.DataLoader): return _torch_order(dl)
     get = getattr(dl, 'get_idxs', None)
     if get is None: raise TypeError(f"Expected a DataLoader (fastai's or torch's), got {type(dl).__name__}")
@@ -86,7 +94,13 @@ def _not_reproducible(dl):
     return None
 
 def inference_dl(dl):
-    "`dl` as a fastai `DataLoader`: same data set, batch size and collate_fn, in data set order; fastai's as it is"
+    """`dl` as a fastai `DataLoader`: same data set, batch size and collate_fn, in data set order; fastai's as it is
+
+    >>> import torch.utils.data as tud
+    >>> dl = inference_dl(tud.DataLoader(list(zip(torch.randn(10, 8), torch.arange(10) % 3)), batch_size=4))
+    >>> type(dl).__name__, len(dl), [len(b[0]) for b in dl]
+    ('DataLoader', 3, [4, 4, 2])
+    """
     if isinstance(dl, DataLoader): return dl
     if not isinstance(dl, tud.DataLoader):
         raise TypeError(f"Expected a DataLoader (fastai's or torch's), got {type(dl).__name__}")
@@ -104,7 +118,12 @@ def every_item_dl(learn, # Learner whose `dls[ds_idx]` is taken when `dl` is Non
         dl=None, # fastai or torch DataLoader
         what:str='interpret', # What is to be done over it, for the message
     ):
-    "The DataLoader to predict every item of once, in one order: fastai's, without shuffle or drop_last; never empty"
+    """The DataLoader to predict every item of once, in one order: fastai's, without shuffle or drop_last; never empty
+
+    >>> dl = every_item_dl(learn, ds_idx=0)  # the training set, in data set order
+    >>> dl.shuffle, dl.drop_last, dl.n
+    (False, False, 120)
+    """
     dl = inference_dl(learn.dls[ds_idx] if dl is None else dl)
     distributed = _is_distributed(dl)  # a slice of the items per process, in data set order already
     if not distributed and (getattr(dl, 'shuffle', False) or getattr(dl, 'drop_last', False)):

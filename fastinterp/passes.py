@@ -9,7 +9,12 @@ from fastprogress.fastprogress import progress_bar, ConsoleProgressBar
 from fastai.callback.core import Callback
 
 class PassProgress(Callback):
-    "A bar over the batches of a validation pass, named `label`, under `master`; no loss (fastai's is the training one)"
+    """A bar over the batches of a validation pass, named `label`, under `master`; no loss (fastai's is the training's)
+
+    >>> cb = PassProgress('pass 1/2')
+    >>> cb.order, cb.label
+    (60, 'pass 1/2')
+    """
     order = 60  # fastai's ProgressCallback.order (not imported: loading it adds it to every new Learner)
     def __init__(self, label='', master=None): store_attr()
 
@@ -25,9 +30,23 @@ class PassProgress(Callback):
         if self.bar.last_v is not None: self.bar.on_iter_end()  # a pass cut short; a full one has closed its bar
 
 def own_bars(learn):
-    "Without fastai's progress bar, which calls passes epochs and shows the last training loss: passes show their own"
+    """Without fastai's progress bar, which calls passes epochs and shows the last training loss: passes show their own
+
+    >>> from fastai.callback.core import Callback
+    >>> class ProgressCallback(Callback): pass  # stands in for fastai's, whose import adds it to every new Learner
+    >>> _ = learn.add_cb(ProgressCallback())
+    >>> with own_bars(learn): inside = hasattr(learn, 'progress')
+    >>> inside, hasattr(learn, 'progress')  # out for the block, back after it
+    (False, True)
+    >>> _ = learn.remove_cb(learn.progress)
+    """
     return learn.removed_cbs([learn.progress] if hasattr(learn, 'progress') else [])
 
 def no_bar(learn):
-    "`learn.no_bar()` where fastai's progress bar is on; nothing to hide otherwise (fastinterp never loads it itself)"
+    """`learn.no_bar()` where fastai's progress bar is on; nothing to hide otherwise (fastinterp never loads it itself)
+
+    >>> with no_bar(learn): probs = learn.get_preds()[0]  # nothing printed
+    >>> probs.shape
+    torch.Size([60, 3])
+    """
     return learn.no_bar() if hasattr(type(learn), 'no_bar') and hasattr(learn, 'progress') else nullcontext()

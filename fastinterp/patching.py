@@ -21,27 +21,52 @@ def add_patch(owner, # Class to change, e.g. fastai's `Learner`
         name:str, # Attribute to set
         new, # What `owner.name` becomes while patched
     ):
-    "Have `patch` set `owner.name` to `new` (and `unpatch` restore it)"
+    """Have `patch` set `owner.name` to `new` (and `unpatch` restore it)
+
+    >>> class Owner: pass
+    >>> add_patch(Owner, 'hello', lambda self: 'patched')  # installed now, since fastinterp is patched
+    >>> Owner().hello(), is_patched()
+    ('patched', True)
+    """
     _patches.append((owner, name, new))
     if is_patched(): _install(owner, name, new)
 
 def is_patched()->bool:
-    "Whether fastai currently uses fastinterp's `get_preds`, `predict` and interpretation"
+    """Whether fastai currently uses fastinterp's `get_preds`, `predict` and interpretation
+
+    >>> is_patched()  # `import fastinterp` patched fastai
+    True
+    """
     return any(key in _stock for key in ((o, n) for o, n, _ in _patches))
 
 def patch():
-    "Make fastai's `Learner` and interpretation use the registry; doing it twice changes nothing"
+    """Make fastai's `Learner` and interpretation use the registry; doing it twice changes nothing
+
+    >>> from fastai.learner import Learner
+    >>> Learner.get_preds.__module__, Learner.calibrate.__module__  # `import fastinterp` called patch()
+    ('fastinterp.preds', 'fastinterp.temperature')
+    """
     if is_patched(): return
     for owner, name, new in _patches: _install(owner, name, new)
 
 def unpatch():
-    "Give fastai back every attribute fastinterp changed, a fix applied for the length of a pass included"
+    """Give fastai back every attribute fastinterp changed, a fix applied for the length of a pass included
+
+    >>> from fastai.learner import Learner
+    >>> Learner.get_preds is stock(Learner, 'get_preds')  # while patched, fastai's own is kept aside
+    False
+    """
     for owner, name in reversed(list(_stock)): _restore(owner, name)
 
 def stock(owner, # The class
         name:str, # The attribute
     ):
-    "fastai's own `owner.name`, patched or not"
+    """fastai's own `owner.name`, patched or not
+
+    >>> from fastai.learner import Learner
+    >>> stock(Learner, 'get_preds').__module__, Learner.get_preds.__module__
+    ('fastai.learner', 'fastinterp.preds')
+    """
     f = _stock.get((owner, name), _MISSING)
     return getattr(owner, name) if f is _MISSING else f
 
@@ -50,7 +75,14 @@ def patched_while(owner, # Class to change for the length of the `with` block
         name:str, # Attribute to set
         new, # What `owner.name` is within
     ):
-    "`owner.name` set to `new` within the block, then given back (and given back by `unpatch` if that comes first)"
+    """`owner.name` set to `new` within the block, then given back (and given back by `unpatch` if that comes first)
+
+    >>> class Owner:
+    ...     def hi(self): return 'own'
+    >>> with patched_while(Owner, 'hi', lambda self: 'new'): inside = Owner().hi()
+    >>> inside, Owner().hi()
+    ('new', 'own')
+    """
     if (owner, name) in _stock: yield; return  # already changed: the outer change stays in charge
     _install(owner, name, new)
     try: yield

@@ -56,7 +56,14 @@ def _outputs_are_probs(model, activation, out):
     return True
 
 def check_temperature(T):
-    "`T` as a positive float, a 1-d float tensor of positive values (one per label), or None; else a clear error"
+    """`T` as a positive float, a 1-d float tensor of positive values (one per label), or None; else a clear error
+
+    >>> check_temperature(2), check_temperature([1.5, 2.]), check_temperature(None)
+    (2.0, tensor([1.5000, 2.0000]), None)
+    >>> check_temperature(0)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ValueError: learn.temperature must be positive and finite (it divides the logits; 1 changes nothing, ...), got 0
+    """
     if T is None: return None
     if isinstance(T, (bool, np.bool_)) or isinstance(T, str):
         raise TypeError(f"learn.temperature must be a positive number, or one per label, got {T!r}")
@@ -83,7 +90,15 @@ _temperature_doc = ("Temperature T that divides the model's logits before the ac
                     "a positive number, one per label for a multi-label model, or None")
 
 def learner_temperature(learn):
-    "The temperature `learn` divides its logits by, checked; None when it has none"
+    """The temperature `learn` divides its logits by, checked; None when it has none
+
+    >>> learn.temperature = 2  # as `Learner.calibrate` sets it
+    >>> learner_temperature(learn)
+    2.0
+    >>> learn.temperature = None  # the model's own probabilities again
+    >>> learner_temperature(learn) is None
+    True
+    """
     T = vars(learn).get('temperature')  # the Learner's own, as it hands unknown names to its model
     return None if T is None else check_temperature(T)  # set in __dict__ directly (an old pickle) is checked too
 
@@ -101,20 +116,35 @@ def _T_along(T, out, activation):
     return T.reshape(())
 
 def tempered(out, T, activation):
-    "Probabilities of raw outputs `out` at temperature `T`: softmax(out / T); multilabel: sigmoid(out / T), per label"
+    """Probabilities of raw outputs `out` at temperature `T`: softmax(out / T); multilabel: sigmoid(out / T), per label
+
+    >>> from fastinterp import activation_for
+    >>> tempered(torch.tensor([[2., 0.]]), 2., activation_for(nn.CrossEntropyLoss()))  # softmax([1, 0])
+    tensor([[0.7311, 0.2689]])
+    """
     T = _T_along(T, out, activation)
     if activation.kind == 'multilabel': return torch.sigmoid(out / T)
     return torch.softmax(out / T, dim=activation.axis)  # also right for log-probabilities: softmax(log p) = p
 
 def tempered_outputs(out, T, activation):
-    "Outputs at temperature `T` in the domain the loss takes (logits / T, or the log-softmax of log p / T)"
+    """Outputs at temperature `T` in the domain the loss takes (logits / T, or the log-softmax of log p / T)
+
+    >>> from fastinterp import activation_for
+    >>> tempered_outputs(torch.tensor([[2., 0.]]), 2., activation_for(nn.CrossEntropyLoss()))  # logits / T
+    tensor([[1., 0.]])
+    """
     if T is None: return out
     T = _T_along(T, out, activation)
     if activation.expects == 'log-probabilities': return torch.log_softmax(out / T, dim=activation.axis)
     return out / T
 
 def thresh_at(thresh, T):
-    "The threshold on sigmoid(x / T) that decides as `thresh` does on sigmoid(x): a float, or one per label"
+    """The threshold on sigmoid(x / T) that decides as `thresh` does on sigmoid(x): a float, or one per label
+
+    >>> t = thresh_at(0.5, 3.), thresh_at(0.9, 2.)  # 0.5 stays; 0.9 moves to sigmoid(logit(0.9) / 2)
+    >>> t[0], round(t[1], 4)
+    (0.5, 0.75)
+    """
     if T is None or thresh is None: return thresh
     # sigmoid(x / T) > sigmoid(logit(t) / T) exactly when sigmoid(x) > t: a temperature moves no decision
     t = min(max(float(thresh), 1e-12), 1 - 1e-12)
@@ -122,13 +152,23 @@ def thresh_at(thresh, T):
     return float(res) if res.ndim == 0 else res
 
 def decision_thresh(learn, activation):
-    "Threshold on the learner's (tempered) probabilities that takes the untempered model's decisions (any, for act=)"
+    """Threshold on the learner's (tempered) probabilities that takes the untempered model's decisions (any, for act=)
+
+    >>> from fastinterp import activation_for
+    >>> decision_thresh(learn, activation_for(nn.BCEWithLogitsLoss()))
+    0.5
+    """
     if activation is None or activation.thresh is None: return getattr(learn.loss_func, 'thresh', 0.5)
     if activation.kind != 'multilabel': return activation.thresh
     return thresh_at(activation.thresh, learner_temperature(learn))
 
 def per_item_loss(learn, out, targs, activation=None):
-    "Per-item losses of `learn.loss_func` on outputs `out` at the learner's temperature (one value per item)"
+    """Per-item losses of `learn.loss_func` on outputs `out` at the learner's temperature (one value per item)
+
+    >>> out, targs = torch.tensor([[2., 0., 0.]]), torch.tensor([0])
+    >>> torch.allclose(per_item_loss(learn, out, targs), F.cross_entropy(out, targs, reduction='none'))
+    True
+    """
     activation = activation or _activation_for(learn.loss_func, warn=False)
     out = tempered_outputs(out, learner_temperature(learn), activation)
     with learn.loss_not_reduced(): loss = learn.loss_func(out, targs)
@@ -179,7 +219,12 @@ def activate(learn, # The Learner whose model gave `out`
         activation=None, # The loss's `LossActivation`, when resolved already
         finite:bool=False, # `out` is known to be finite (checked by the caller): no second pass for NaN and inf
     ):
-    "Probabilities and decoded classes of raw outputs `out` of `learn.model`, through the registry (or `activation`)"
+    """Probabilities and decoded classes of raw outputs `out` of `learn.model`, through the registry (or `activation`)
+
+    >>> probs, decoded = activate(learn, torch.tensor([[2., 0., -1.], [0., 3., 0.]]))
+    >>> torch.allclose(probs.sum(1), torch.ones(2)), decoded
+    (True, tensor([0, 1]))
+    """
     if act is not None:
         activation = _activation_for(learn.loss_func, warn=False) if learn.loss_func is not None else None
         probs = act(out)
@@ -213,7 +258,12 @@ def get_preds(self:Learner,
         cbs=None, # Temporary `Callback`s to apply during prediction
         **kwargs # fastai's: save_preds, save_targs, with_preds, with_targs, concat_dim, pickle_protocol
     )->tuple:
-    "Get the predictions and targets on the `ds_idx`-th dbunchset or `dl`, as probabilities whatever the loss"
+    """Get the predictions and targets on the `ds_idx`-th dbunchset or `dl`, as probabilities whatever the loss
+
+    >>> probs, targs, decoded = learn.get_preds(with_decoded=True)  # nn.CrossEntropyLoss: softmax, argmax
+    >>> probs.shape, torch.allclose(probs.sum(1), torch.ones(60)), torch.equal(decoded, probs.argmax(1))
+    (torch.Size([60, 3]), True, True)
+    """
     res = list(stock_get_preds(self, ds_idx=ds_idx, dl=dl, with_input=with_input, with_decoded=False,
                                with_loss=with_loss, act=noop, inner=inner, reorder=reorder, cbs=cbs, **kwargs))
     i = 1 if with_input else 0
@@ -237,7 +287,12 @@ def predict(self:Learner,
         rm_type_tfms=None, # Number of type transforms to remove
         with_input=False, # Also return the decoded input
     ):
-    "Prediction on `item`: (decoded label, decoded class, probabilities), whatever the loss"
+    """Prediction on `item`: (decoded label, decoded class, probabilities), whatever the loss
+
+    >>> label, idx, probs = learn.predict(torch.zeros(8))  # plain tensors: the item is the model's input
+    >>> idx.item() == probs.argmax().item(), round(float(probs.sum()), 4)
+    (True, 1.0)
+    """
     if isinstance(getattr(self.dls, 'valid', None), TfmdDL):
         # fastai's own predict, with a class only where the probabilities have one
         dl = self.dls.test_dl([item], rm_type_tfms=rm_type_tfms, num_workers=0)
@@ -270,7 +325,12 @@ def _tabular_predict(self,
     return res
 
 def stock_get_preds(learn, *args, **kwargs):
-    "fastai's own `get_preds`, patched or not (for comparisons)"
+    """fastai's own `get_preds`, patched or not (for comparisons)
+
+    >>> raw = stock_get_preds(learn)[0]  # fastai's own: the raw logits of a plain PyTorch loss
+    >>> torch.allclose(raw.softmax(1), learn.get_preds()[0])
+    True
+    """
     return stock(Learner, 'get_preds')(learn, *args, **kwargs)
 
 add_patch(Learner, 'get_preds', get_preds)

@@ -159,7 +159,12 @@ def _tta_section(page, interp, tta):
              f'The rest of the page shows the plain pass.')
 
 def measure_calibration(interp, n_bins:int=15):
-    "`interp.calibration()` and `mce_items`: how many items the worst bin, which gives the MCE, holds"
+    """`interp.calibration()` and `mce_items`: how many items the worst bin, which gives the MCE, holds
+
+    >>> m = measure_calibration(fastinterp.ClassificationInterpretation.from_learner(learn, progress=False))
+    >>> sorted(m), m['mce_items'] >= 1
+    (['accuracy', 'brier', 'ece', 'mce', 'mce_items', 'nll'], True)
+    """
     res = interp.calibration(n_bins)
     bins = calibration_bins(interp.probs, interp.targs, n_bins, interp.multilabel)
     gap = (bins.correct - bins.confidence).abs() / bins.count.clamp_min(1)
@@ -267,7 +272,15 @@ def write_report(interp, # A `ClassificationInterpretation` (labelled or not)
         temperature=None, # dict(T, before, after, n_fit, n_eval): `calibration()` of held-out items before and after T
         max_classes:int=12, # Per-class galleries for at most this many classes
     )->Path:
-    "Write the report of `interp` into `out` and return the path of its HTML file"
+    """Write the report of `interp` into `out` and return the path of its HTML file
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> interp = fastinterp.ClassificationInterpretation.from_learner(learn, progress=False)
+    >>> page = write_report(interp, Path(tempfile.mkdtemp())/'report', k=4)
+    >>> page.name, (page.parent/'predictions.csv').exists(), '<h1>fastinterp report</h1>' in page.read_text()
+    ('report.html', True, True)
+    """
     out = Path(out).resolve()  # a link to a folder: the folder it names is replaced, the link kept
     check_out(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -329,7 +342,15 @@ _REPORT_FILES = re.compile(r'report\.html|predictions\.csv|.+\.png')
 
 def check_out(out, # The folder a report is to be written into
     ):
-    "Refuse an `out` that is a file, or a folder holding anything but a report: writing the report replaces it whole"
+    """Refuse an `out` that is a file, or a folder holding anything but a report: writing the report replaces it whole
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> busy = Path(tempfile.mkdtemp()); _ = (busy/'notes.txt').write_text('mine')
+    >>> check_out(busy)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ValueError: ...
+    """
     out = Path(out).resolve()
     here = Path.cwd().resolve()
     if out == here or out in here.parents:  # renamed away, it would leave the shell in a deleted folder

@@ -24,7 +24,11 @@ _MAX_DECIMALS = 9
 def format_prob(p, # Probability: float, numpy scalar or 0-d tensor
         digits:int=2, # Decimals shown, unless they would round `p` to 0 or 1
     ):
-    "`p` with `digits` decimals; '1.00' and '0.00' only for exactly 1 and 0, else 4 decimals or '>0.9999'/'<0.0001'"
+    """`p` with `digits` decimals; '1.00' and '0.00' only for exactly 1 and 0, else 4 decimals or '>0.9999'/'<0.0001'
+
+    >>> format_prob(0.5), format_prob(0.99987), format_prob(1.0), format_prob(0.00001)
+    ('0.50', '0.9999', '1.00', '<0.0001')
+    """
     return format_probs([p], digits)[0]
 
 def _fixed(p, d):
@@ -71,7 +75,11 @@ def _mark_ties(t, ps):
 def format_prob_groups(groups, # Groups of probabilities, e.g. one per title of a gallery
         digits:int=2, # Fewest decimals shown
     ):
-    "Every group as `format_probs` prints it, all with one number of decimals: the fewest that suit every group"
+    """Every group as `format_probs` prints it, all with one number of decimals: the fewest that suit every group
+
+    >>> format_prob_groups([[0.5, 0.501], [0.9]])  # one number of decimals for the whole gallery
+    [['0.500', '0.501'], ['0.900']]
+    """
     groups = [[float(p) for p in (g.tolist() if hasattr(g, 'tolist') else g)] for g in groups]
     d = digits
     while d <= _MAX_DECIMALS:
@@ -88,17 +96,29 @@ def format_prob_groups(groups, # Groups of probabilities, e.g. one per title of 
 def format_probs(ps, # Probabilities shown together, e.g. in one title: list, array or 1-d tensor
         digits:int=2, # Fewest decimals shown
     ):
-    "`ps` with the fewest decimals that print no probability as 0 or 1, and different values (float32) differently"
+    """`ps` with the fewest decimals that print no probability as 0 or 1, and different values (float32) differently
+
+    >>> format_probs([0.501, 0.499]), format_probs([0.5, 0.5])  # different values never print alike
+    (['0.501', '0.499'], ['0.50', '0.50'])
+    """
     return format_prob_groups([ps], digits)[0]
 
 def format_loss(x): # Loss: float, numpy scalar or 0-d tensor
-    "`x` with 2 decimals, or with one significant digit ('3e-04') below 0.01; exactly 0 is '0'"
+    """`x` with 2 decimals, or with one significant digit ('3e-04') below 0.01; exactly 0 is '0'
+
+    >>> format_loss(2.3456), format_loss(0.0003), format_loss(0)
+    ('2.35', '3e-04', '0')
+    """
     x = float(x)
     if x == 0: return '0'
     return f'{x:.2f}' if abs(x) >= 0.01 or not math.isfinite(x) else f'{x:.0e}'
 
 def format_pct(x): # A share: float in [0, 1]
-    "`x` as a percentage with 2 decimals; 100.00% and 0.00% only for exactly 1 and 0 (else 4 decimals, or a bound)"
+    """`x` as a percentage with 2 decimals; 100.00% and 0.00% only for exactly 1 and 0 (else 4 decimals, or a bound)
+
+    >>> format_pct(0.5), format_pct(0.99996), format_pct(1.0)
+    ('50.00%', '99.9960%', '100.00%')
+    """
     for d in (2, 4):
         s = f"{100 * x:.{d}f}"
         if not 0 < x < 1 or 0 < float(s) < 100: return s + '%'
@@ -107,7 +127,13 @@ def format_pct(x): # A share: float in [0, 1]
 def idx_list(idxs, # One index, a slice, or indices: list, range, tensor or array of ints, or a boolean mask
         n:int|None=None, # Number of items: negative indices count from the end; slices and masks need it
     )->list:
-    "Item indices as a list of ints"
+    """Item indices as a list of ints
+
+    >>> idx_list(3), idx_list(slice(1, 3), 5), idx_list(torch.tensor([0, 2])), idx_list([True, False, True])
+    ([3], [1, 2], [0, 2], [0, 2])
+    >>> idx_list(-1, 4)  # from the end
+    [3]
+    """
     if isinstance(idxs, slice):
         if n is None: raise TypeError("A slice of items needs the number of items")
         return list(range(n))[idxs]
@@ -209,7 +235,14 @@ def show_items(interp, # An interpretation: its `dl`, `batch` and `items` fetch 
         figsize:tuple|None=None, # Size of the figure in inches
         **kwargs # Passed to each image's `show` (cmap, ...)
     ):
-    "Draw the items at `idxs` (image grid, or table of rows) with their titles, wrong ones in red: one figure, returned"
+    """Draw the items at `idxs` (image grid, or table of rows) with their titles, wrong ones in red: the figure
+
+    >>> interp = fastinterp.ClassificationInterpretation.from_learner(learn, progress=False)
+    >>> fig = show_items(interp, [0, 1], ['first', 'second'], right=[True, False], suptitle='Two items')
+    >>> fig._suptitle.get_text().splitlines()
+    ['Two items', 'green: right, red: wrong']
+    >>> plt.close(fig)
+    """
     idxs = idx_list(idxs)
     if not idxs: raise ValueError("Nothing to show: no item matches")
     colors = ['#222222'] * len(idxs) if right is None else ['#1a7f37' if o else '#b3261e' for o in right]
@@ -246,7 +279,13 @@ def plot_confusion(cm, # (C, C) confusion matrix, actual x predicted
         max_text:int=20, # Above this many classes, no cell text (it would not be readable)
         **kwargs # Passed to `plt.figure` (figsize, dpi, ...)
     ):
-    "Confusion matrix plot whose size, ticks and cell text scale with the number of classes; the figure, returned"
+    """Confusion matrix plot whose size, ticks and cell text scale with the number of classes; the figure, returned
+
+    >>> fig = plot_confusion(np.array([[5, 1], [0, 4]]), ['cat', 'dog'])
+    >>> [t.get_text() for t in fig.axes[0].texts], fig.axes[0].get_title()
+    (['5', '1', '0', '4'], 'Confusion matrix')
+    >>> plt.close(fig)
+    """
     C = len(names)
     side = float(np.clip(0.45 * C + 2.5, 5, 16))
     fig = plt.figure(**{'figsize': (side + 1, side), **kwargs})
@@ -301,7 +340,15 @@ def reliability_diagram_from_bins(bins:CalibrationBins, # Sums of one set of pre
         figsize=(7.2, 6.4), # Size of the figure, legends beside the panels included
         min_count:int|None=None, # Bins of fewer items are drawn lighter (they say little); max(5, 1% of items)
     ):
-    "`reliability_diagram` drawn from per-bin sums, which batches and processes add up: no item needs to be kept"
+    """`reliability_diagram` drawn from per-bin sums, which batches and processes add up: no item needs to be kept
+
+    >>> from fastinterp.calibration import calibration_bins
+    >>> bins = calibration_bins(torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7]]), torch.tensor([0, 1, 1]), 5)
+    >>> fig = reliability_diagram_from_bins(bins)  # a diagram of per-bin sums: streamed, merged, or one label's
+    >>> len(fig.axes), fig.axes[0].get_title().splitlines()[1]
+    (2, 'ECE 33.33% · 5 bins')
+    >>> plt.close(fig)
+    """
     if bins.count.ndim != 1 or len(bins.count) < 2:
         raise ValueError(f"A reliability diagram is drawn from the bins of one set of predictions, shape (n_bins+1,), "
                          f"got shape {tuple(bins.count.shape)}. For one label of label_calibration_bins: "
@@ -368,7 +415,13 @@ def reliability_diagram(probs, targs,
         figsize=(7.2, 6.4), # Size of the figure, legends beside the panels included
         min_count:int|None=None, # Bins of fewer items are drawn lighter (they say little); max(5, 1% of items)
     ):
-    "Reliability diagram (Guo et al. 2017): accuracy per confidence bin against the diagonal, a histogram beneath"
+    """Reliability diagram (Guo et al. 2017): accuracy per confidence bin against the diagonal, a histogram beneath
+
+    >>> fig = reliability_diagram(torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7]]), torch.tensor([0, 1, 1]), 5)
+    >>> fig.axes[0].get_title().splitlines()[:2]
+    ['Reliability diagram', 'ECE 33.33% · 5 bins']
+    >>> plt.close(fig)
+    """
     bins = calibration_bins(probs, targs, n_bins, multilabel)
     return reliability_diagram_from_bins(bins, multilabel, title, figsize, min_count)
 

@@ -159,7 +159,15 @@ def _to(state, device):
             for key, v in state.items()}
 
 class StreamingStats:
-    "Confusion and per-class counts, calibration bins, and the top `k` items by loss and by uncertainty: O(1) memory"
+    """Confusion and per-class counts, calibration bins, and the top `k` items by loss and by uncertainty: O(1) memory
+
+    >>> a, b = StreamingStats(n_classes=3, k=2), StreamingStats(n_classes=3, k=2)
+    >>> p = torch.tensor([[0.8, 0.1, 0.1], [0.4, 0.3, 0.3], [0.1, 0.1, 0.8], [0.3, 0.4, 0.3]])
+    >>> _ = a.update(p[:2], targs=torch.tensor([0, 1])); _ = b.update(p[2:], targs=torch.tensor([2, 1]), idxs=[2, 3])
+    >>> res = a.merge(b).compute()  # the items of both, as if streamed into one
+    >>> res['n'], int(res['confusion'].trace()), res['top']['margin']['idx'].tolist()  # a tie: the lower index first
+    (4, 3, [1, 3])
+    """
     def __init__(self,
         n_classes:int, # Number of classes C
         k:int=100, # Items kept per list: memory is O(k*C + C^2 + n_bins), whatever the number of items

@@ -28,7 +28,13 @@ def _as_classes(probs, decoded, targs, kind, thresh):
     return as_classes(probs.float(), decoded, targs, kind, thresh)
 
 class StreamingCallback(Callback):
-    "Stream each validation batch into a `StreamingStats`: registry probabilities, per-item losses, data set indices"
+    """Stream each validation batch into a `StreamingStats`: registry probabilities, per-item losses, data set indices
+
+    >>> cb = StreamingCallback(k=5)
+    >>> _ = learn.get_preds(cbs=[cb])  # or learn.validate(cbs=[cb]): the batches streamed as they come
+    >>> cb.stats.n, len(cb.stats.compute()['top']['loss']['idx'])
+    (60, 5)
+    """
     # after ProgressCallback (60), whose loss comment would hide the items/s, and DistributedTrainer (11), which wraps
     # the DataLoader
     order = 61
@@ -95,7 +101,13 @@ def stream(learn, # The Learner to predict with
         cb:StreamingCallback, # What the batches are streamed into
         progress:bool=True, # Show fastai's progress bar, with items/s
     )->StreamingStats:
-    "One inference pass of `learn` over `dl` through fastai's loop, streamed into `cb`: nothing gathered"
+    """One inference pass of `learn` over `dl` through fastai's loop, streamed into `cb`: nothing gathered
+
+    >>> from fastinterp.loaders import every_item_dl
+    >>> stats = stream(learn, every_item_dl(learn), StreamingCallback(k=3), progress=False)
+    >>> stats.n, int(stats.compute()['confusion'].sum())
+    (60, 60)
+    """
     distributed = _is_distributed(dl)
     # the loss per item, computed as get_preds(with_loss=True) has it computed; with_preds/with_targs off
     with learn.loss_not_reduced() if cb.with_loss else nullcontext(), nullcontext() if progress else no_bar(learn), \

@@ -49,7 +49,13 @@ def calibrate(self:Learner,
         held_out:bool=True, # Judge T on items its fit did not see: each half tempered by the T of the other half
         seed:int=0, # Seed of the split into halves
     )->pd.DataFrame:
-    "Fit a temperature T (least NLL) used by get_preds, predict, tta and interpretation; figures before and after"
+    """Fit a temperature T (least NLL) used by get_preds, predict, tta and interpretation; figures before and after
+
+    >>> res = learn.calibrate(quiet=True)  # T fitted on the validation set, judged on cross-fitted halves
+    >>> list(res.index), res.attrs['judged'], learn.temperature > 0
+    (['before', 'after'], 'held out', True)
+    >>> learn.temperature = None  # the model's own probabilities again
+    """
     activation = _scalable(self)
     out, targs = stock_get_preds(self, ds_idx=ds_idx, dl=dl, act=noop)[:2]
     if not isinstance(targs, torch.Tensor) or not targs.numel():

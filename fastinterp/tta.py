@@ -41,7 +41,13 @@ def _rows(x):
 def _n_predicted(dl): return dl.n if getattr(dl, 'n', None) is not None else len(dl.dataset)
 
 class TTACallback(Callback):
-    "Running aggregate of the registry's probabilities over validation passes, in data set order, in O(N x C) memory"
+    """Running aggregate of the registry's probabilities over validation passes, in data set order, in O(N x C) memory
+
+    >>> cb = TTACallback()
+    >>> _ = learn.get_preds(cbs=[cb]); _ = learn.get_preds(cbs=[cb])  # two passes, added up item by item
+    >>> cb.n_passes, cb.value.shape, torch.allclose(cb.value.sum(1), torch.ones(60))
+    (2, torch.Size([60, 3]), True)
+    """
     order = 100  # after every callback that may change `pred` (mixed precision casts it back, for one)
     def __init__(self,
         mode:str='mean', # 'mean' of probabilities, 'gmean' (of log-probabilities, renormalized), elementwise 'max'
@@ -160,7 +166,12 @@ class TTACallback(Callback):
     def _multiclass(self): return self.activation is not None and self.activation.kind == 'multiclass'
 
 class TTAResult(tuple):
-    "(probabilities, targets) as fastai's `tta` returns them; `report`: accuracy and NLL per pass, un-augmented, of TTA"
+    """(probabilities, targets) as fastai's `tta` returns them; `report`: accuracy and NLL per pass, plain, of TTA
+
+    >>> res = learn.tta(n=2, batch_tfms=lambda b: (b[0] + 0.1 * torch.randn_like(b[0]), *b[1:]), progress=False)
+    >>> list(res.report.index), list(res.report.columns)
+    (['pass 1', 'pass 2', 'un-augmented', 'TTA (mean, beta=0.25)'], ['accuracy', 'nll'])
+    """
     report:pd.DataFrame|None = None
 
 def _augmented_dl(dl, item_tfms, batch_tfms):
@@ -196,7 +207,13 @@ def tta(self:Learner,
         mode:str='mean', # Aggregate of the augmented passes: 'mean', 'gmean' or 'max' of probabilities
         progress:bool=True, # Show a progress bar over the passes
     )->TTAResult:
-    "Predictions on the `ds_idx` dataset or `dl` with test-time augmentation: probabilities, whatever the loss"
+    """Predictions on the `ds_idx` dataset or `dl` with test-time augmentation: probabilities, whatever the loss
+
+    >>> noise = lambda b: (b[0] + 0.1 * torch.randn_like(b[0]), *b[1:])  # a plain dataset: give the augmentation
+    >>> probs, targs = learn.tta(n=2, batch_tfms=noise, progress=False)
+    >>> probs.shape, torch.allclose(probs.sum(1), torch.ones(60))
+    (torch.Size([60, 3]), True)
+    """
     if n < 1: raise ValueError(f"n is a number of augmented passes (1 or more), got {n}")
     if use_max: mode = 'max'
     if beta is not None and not 0 <= beta <= 1:

@@ -18,7 +18,8 @@ from .activations import activation_for
 from .passes import PassProgress, own_bars
 
 # --- the measures: each checks its input once (`as_probs`), then scores it
-def _unit(x): return x.clamp(0, 1)  # rounding can step a hair outside [0, 1]; callers sort and threshold on these
+# rounding can step a hair outside [0, 1] (callers sort and threshold on these); + 0 turns -0.0 into 0.0
+def _unit(x): return x.clamp(0, 1) + 0.
 
 def _nats(p, multilabel=False):
     "Entropy in nats of each row of class probabilities, or (multilabel) of each label's Bernoulli"
@@ -33,25 +34,41 @@ def _on_probs(score):
 
 @_on_probs
 def entropy(probs): # (N, C) probabilities, rows summing to 1
-    "Shannon entropy of each row divided by log(C): 0 for one-hot, 1 for uniform"
+    """Shannon entropy of each row divided by log(C): 0 for one-hot, 1 for uniform
+
+    >>> entropy(torch.tensor([[1., 0., 0.], [1/3, 1/3, 1/3]]))
+    tensor([0., 1.])
+    """
     C = probs.shape[1]
     return probs.new_zeros(len(probs)) if C == 1 else _unit(_nats(probs) / math.log(C))
 
 @_on_probs
 def margin(probs): # (N, C) probabilities, rows summing to 1
-    "1 minus the gap between the two most likely classes: 1 for a tie, 0 for one-hot"
+    """1 minus the gap between the two most likely classes: 1 for a tie, 0 for one-hot
+
+    >>> margin(torch.tensor([[0.5, 0.3, 0.2], [0.4, 0.4, 0.2]]))
+    tensor([0.8000, 1.0000])
+    """
     if probs.shape[1] == 1: return probs.new_zeros(len(probs))
     top = probs.topk(2, dim=1).values
     return _unit(1 - (top[:, 0] - top[:, 1]))
 
 @_on_probs
 def least_confidence(probs): # (N, C) probabilities, rows summing to 1
-    "1 minus the probability of the most likely class"
+    """1 minus the probability of the most likely class
+
+    >>> least_confidence(torch.tensor([[0.5, 0.3, 0.2], [0.9, 0.05, 0.05]]))
+    tensor([0.5000, 0.1000])
+    """
     return _unit(1 - probs.max(1).values)
 
 @_on_probs
 def uniform_distance(probs): # (N, C) probabilities, rows summing to 1
-    "1 - TV(p, uniform) / (1 - 1/C), with TV = 0.5*sum|p - 1/C|: 1 for uniform, 0 for one-hot"
+    """1 - TV(p, uniform) / (1 - 1/C), with TV = 0.5*sum|p - 1/C|: 1 for uniform, 0 for one-hot
+
+    >>> uniform_distance(torch.tensor([[1., 0.], [0.5, 0.5], [0.75, 0.25]]))
+    tensor([0.0000, 1.0000, 0.5000])
+    """
     C = probs.shape[1]
     if C == 1: return probs.new_zeros(len(probs))
     # tv / (1 - 1/C) rearranged so one-hot and uniform rows come out exact, with no 1/C rounding
@@ -70,20 +87,34 @@ def _check_measure(measure):
 def scores(probs, # (N, C) probabilities checked by `as_probs` already
         measure='entropy', # Name in `MEASURES`, or a callable: probs -> (N,) scores
     ):
-    "`uncertainty` of probabilities checked once already: several measures of one set check it once"
+    """`uncertainty` of probabilities checked once already: several measures of one set check it once
+
+    >>> from fastinterp.core import as_probs
+    >>> p = as_probs([[0.5, 0.5], [1., 0.]])  # checked once, scored by several measures
+    >>> scores(p, 'entropy'), scores(p, 'margin')
+    (tensor([1., 0.]), tensor([1., 0.]))
+    """
     return measure(probs) if callable(_check_measure(measure)) else _SCORES[measure](probs)
 
 def uncertainty(probs, # (N, C) probabilities, rows summing to 1
         measure='entropy', # Name in `MEASURES`, or a callable: probs -> (N,) scores
     ):
-    "Per-item uncertainty of multi-class `probs` under `measure`"
+    """Per-item uncertainty of multi-class `probs` under `measure`
+
+    >>> uncertainty(torch.tensor([[0.5, 0.5]]), 'margin'), uncertainty(torch.tensor([[0.5, 0.5]]), lambda p: p[:, 0])
+    (tensor([1.]), tensor([0.5000]))
+    """
     if callable(_check_measure(measure)): return measure(probs)
     return _SCORES[measure](as_probs(probs))
 
 def label_uncertainty(probs, # (N, L) sigmoid probabilities, or (N,) / (N, 1) for a one-output binary model
         thresh:float=0.5, # Decision threshold: one for every label, or (L,) one per label
     ):
-    "(N, L) closeness of each label's probability to `thresh`: 1 at the threshold, 0 at the farther of 0 and 1"
+    """(N, L) closeness of each label's probability to `thresh`: 1 at the threshold, 0 at the farther of 0 and 1
+
+    >>> label_uncertainty(torch.tensor([[0.5, 1.0, 0.75]]))
+    tensor([[1.0000, 0.0000, 0.5000]])
+    """
     p = as_probs(probs, multiclass=False)
     t = torch.as_tensor(thresh, dtype=p.dtype, device=p.device)  # a float, or one per label (a temperature moves them)
     if not bool(((t > 0) & (t < 1)).all()): raise ValueError(f"thresh must lie strictly between 0 and 1, got {thresh}")
@@ -96,7 +127,11 @@ def label_uncertainty(probs, # (N, L) sigmoid probabilities, or (N,) / (N, 1) fo
 def multilabel_uncertainty(probs, # (N, L) sigmoid probabilities, or (N,) / (N, 1) for a one-output binary model
         thresh:float=0.5, # Decision threshold of each label
     ):
-    "Per-item uncertainty of a multi-label model: that of its most uncertain label"
+    """Per-item uncertainty of a multi-label model: that of its most uncertain label
+
+    >>> multilabel_uncertainty(torch.tensor([[0.9, 0.6], [0.99, 0.01]]))
+    tensor([0.8000, 0.0200])
+    """
     u = label_uncertainty(probs, thresh)
     # max over zero labels is undefined: an item with no labels has nothing to be unsure about
     return u.max(1).values if u.shape[1] else u.new_zeros(len(u))
@@ -136,7 +171,12 @@ class _MCDropout(Callback):
         self.res.append(self.learn.to_detach(tuple(x.float() for x in res)))
 
 class MCDropoutPreds(NamedTuple):
-    "Per item: the mean prediction over the dropout passes and its epistemic uncertainty"
+    """Per item: the mean prediction over the dropout passes and its epistemic uncertainty
+
+    >>> r = mc_dropout(learn, n=5, seed=0, progress=False)
+    >>> r._fields, r.probs.shape, bool((r.mutual_info >= 0).all() and (r.mutual_info <= 1).all())
+    (('probs', 'targs', 'mutual_info', 'variance'), torch.Size([60, 3]), True)
+    """
     probs: torch.Tensor        # (N, C) mean probabilities; multilabel: (N, L)
     targs: torch.Tensor|None   # Targets; None for an unlabelled DataLoader
     # (N,) BALD: entropy of the mean minus mean entropy, / log C, in [0, 1] (multilabel: largest label's, / log 2)
@@ -151,7 +191,12 @@ def mc_dropout(learn, # A classifier whose model has dropout layers
         seed:int|None=None, # Seed of the dropout masks, for a repeatable result (the global RNG is left as it was)
         progress:bool=True, # Show a progress bar over the batches
     )->MCDropoutPreds:
-    "MC dropout (Gal & Ghahramani 2016): `n` passes with only dropout on (BatchNorm stays in eval), in O(N x C) memory"
+    """MC dropout (Gal & Ghahramani 2016): `n` passes with only dropout on (BatchNorm stays in eval), in O(N x C) memory
+
+    >>> r = mc_dropout(learn, n=5, seed=0, progress=False)  # 5 passes with the model's dropout on
+    >>> r.probs.shape, torch.allclose(r.probs.sum(1), torch.ones(60)), r.variance.shape
+    (torch.Size([60, 3]), True, torch.Size([60]))
+    """
     if not isinstance(n, int) or n < 2:
         raise ValueError(f"MC dropout needs 2 or more passes to measure disagreement, got n={n!r}")
     activation = activation_for(learn.loss_func).check_classifier('MC dropout', known=True)

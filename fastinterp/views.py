@@ -15,14 +15,24 @@ from .uncertainty import MEASURES, multilabel_uncertainty, scores, uncertainty
 from . import show
 
 class Rows(NamedTuple):
-    "Cached predictions of some items, in the order asked for: what their titles and colours are made of"
+    """Cached predictions of some items, in the order asked for: what their titles and colours are made of
+
+    >>> Rows._fields
+    ('probs', 'targs', 'decoded', 'losses')
+    """
     probs: torch.Tensor         # (n, C) class probabilities, or (n, L) per label
     targs: torch.Tensor|None    # (n,) classes or (n, L) labels; None when unlabelled
     decoded: torch.Tensor       # (n,) predicted classes or (n, L) predicted labels
     losses: torch.Tensor|None   # (n,) per-item losses; None without them
 
 class Views:
-    "The views of an interpretation; a subclass says how it gets its numbers, by the methods under 'supplied'"
+    """The views of an interpretation; a subclass says how it gets its numbers, by the methods under 'supplied'
+
+    >>> interp = fastinterp.ClassificationInterpretation.from_learner(learn, progress=False)
+    >>> scores, idxs = interp.most_uncertain(3, 'margin')
+    >>> bool((scores[:-1] >= scores[1:]).all()), interp.per_class().columns.tolist()
+    (True, ['class', 'support', 'predicted', 'correct', 'recall', 'precision'])
+    """
     multilabel = False
 
     # --- supplied by each interpretation

@@ -55,3 +55,16 @@ def test_no_import_circle():
 def test_the_circle_finder(tmp_path, files, expected):
     for name, src in files.items(): (tmp_path/name).write_text(src)
     assert cycle(graph(tmp_path, 'pkg')) == expected
+
+def test_every_public_function_and_class_has_a_runnable_example():
+    "The docstring examples are the documentation of the upstream PR; pytest runs them (--doctest-modules)"
+    import importlib, inspect, pkgutil
+    import fastinterp
+    missing = []
+    for m in pkgutil.iter_modules(fastinterp.__path__):
+        mod = importlib.import_module(f'fastinterp.{m.name}')
+        for name in getattr(mod, '__all__', []):
+            o = getattr(mod, name)
+            if (inspect.isfunction(o) or inspect.isclass(o)) and '>>>' not in (inspect.getdoc(o) or ''):
+                missing.append(f'{m.name}.{name}')
+    assert not missing, f"no example in the docstring of {', '.join(missing)}"
