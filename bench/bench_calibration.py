@@ -21,8 +21,9 @@ from fastai.data.load import DataLoader
 from fastai.learner import Learner
 from fastai.callback.core import Callback, CancelValidException
 from fastai.torch_core import set_seed
-import fastinterp  # patches fastai: probabilities from get_preds, and Learner.calibrate
-from fastinterp.calibration import calibration_metrics, mc_dropout
+import fastinterp  # noqa: F401 -- patches fastai: probabilities from get_preds, and Learner.calibrate
+from fastinterp.calibration import calibration_metrics
+from fastinterp.uncertainty import mc_dropout
 from fastinterp.data import digits_folder, digits_learner
 
 def timed(f):
@@ -84,8 +85,8 @@ def cost(learn, dl, runs, n_mc):
 
 def main(runs, n_mc):
     torch.set_num_threads(2)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; calibration: mean of 2 folds (fit T on one half of the "
-          f"held-out set, measure on the other); timing: medians of {runs} runs\n")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; calibration: mean of 2 folds (fit T on "
+          f"one half of the held-out set, measure on the other); timing: medians of {runs} runs\n")
     cases = [('digits CNN, 10% train, 300 epochs fit (over-fit)', lambda: cnn(0.9, 300, False)),
              ('digits CNN, 80% train, 10 epochs fit_one_cycle (usual)', lambda: cnn(0.2, 10, True)),
              ('MLP, 300 digits, 100 epochs fit (over-fit)', lambda: mlp(100))]
@@ -93,11 +94,13 @@ def main(runs, n_mc):
         learn, halves = make()
         figs, Ts, n = two_folds(learn, halves)
         print(f"{name}: {n:,} held-out items, T = {Ts[0]:.3f} / {Ts[1]:.3f} (fitted on each half)")
-        print(pd.DataFrame(figs).T[['ece', 'mce', 'nll', 'brier', 'accuracy']].to_string(float_format=lambda x: f'{x:.4f}'))
+        table = pd.DataFrame(figs).T[['ece', 'mce', 'nll', 'brier', 'accuracy']]
+        print(table.to_string(float_format=lambda x: f'{x:.4f}'))
         c = cost(learn, learn.dls.valid, runs, n_mc)
-        print(f"  cost over the {len(learn.dls.valid.dataset):,} held-out items: get_preds {c['get_preds']*1e3:.1f} ms, "
-              f"calibrate {c['calibrate']*1e3:.1f} ms ({c['calibrate']/c['get_preds']:.2f}x), mc_dropout(n={n_mc}) "
-              f"{c['mc']*1e3:.1f} ms ({c['mc']/c['get_preds']:.2f}x one get_preds, {c['mc']/(n_mc*c['get_preds']):.2f}x {n_mc} of them)\n")
+        print(f"  cost over the {len(learn.dls.valid.dataset):,} held-out items: get_preds "
+              f"{c['get_preds']*1e3:.1f} ms, calibrate {c['calibrate']*1e3:.1f} ms "
+              f"({c['calibrate']/c['get_preds']:.2f}x), mc_dropout(n={n_mc}) {c['mc']*1e3:.1f} ms "
+              f"({c['mc']/c['get_preds']:.2f}x one get_preds, {c['mc']/(n_mc*c['get_preds']):.2f}x {n_mc} of them)\n")
 
 if __name__ == '__main__':
     ap = argparse.ArgumentParser()

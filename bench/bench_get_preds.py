@@ -11,7 +11,7 @@ import torch, torch.nn as nn
 from fastai.data.load import DataLoader
 from fastai.data.core import DataLoaders
 from fastai.learner import Learner
-import fastinterp
+import fastinterp  # noqa: F401 -- patches fastai: get_preds through the registry
 from fastinterp.data import digits_folder, digits_learner
 from fastinterp.preds import stock_get_preds
 
@@ -39,7 +39,8 @@ def main(runs):
     learn = digits_learner(path)
     with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(1, 1e-2)
     compare('digits CNN, valid set (359 PNGs)', learn, learn.dls.valid, runs)
-    compare('digits CNN, valid set, with_decoded+with_loss', learn, learn.dls.valid, runs, with_decoded=True, with_loss=True)
+    compare('digits CNN, valid set, with_decoded+with_loss', learn, learn.dls.valid, runs,
+            with_decoded=True, with_loss=True)
     # a larger, cheap-to-load set: 20,000 items, 200 classes, an MLP
     torch.manual_seed(0)
     X, y = torch.randn(20_000, 64), torch.randint(0, 200, (20_000,))
@@ -49,7 +50,8 @@ def main(runs):
     compare('MLP, 20,000 items x 200 classes', mlp, mlp.dls.valid, runs, with_decoded=True)
     # stock fastai applies no activation for a plain PyTorch loss; give it the softmax for a like-for-like figure
     compare('MLP, 20,000 x 200, stock given act=softmax', mlp, mlp.dls.valid, runs, stock_kw=dict(act=softmax))
-    compare('MLP, 20,000 x 200, with_decoded, stock act=softmax', mlp, mlp.dls.valid, runs, stock_kw=dict(act=softmax), with_decoded=True)
+    compare('MLP, 20,000 x 200, with_decoded, stock act=softmax', mlp, mlp.dls.valid, runs,
+            stock_kw=dict(act=softmax), with_decoded=True)
 
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(); ap.add_argument('--runs', type=int, default=9)

@@ -15,13 +15,14 @@ warnings.filterwarnings('ignore')
 def rss_mb(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 def digits(which):
-    import torch, fastai.interpret
+    import fastai.interpret
     import fastinterp
     from fastinterp.interpret import ClassificationInterpretation
     from fastinterp.data import digits_folder, digits_learner
     from fastai.losses import CrossEntropyLossFlat
     # fastai's own loss: with a plain nn.CrossEntropyLoss stock fastai's confusion_matrix crashes (decoded = logits)
-    learn = digits_learner(digits_folder(Path(tempfile.gettempdir())/'fastinterp-digits'), loss_func=CrossEntropyLossFlat())
+    path = digits_folder(Path(tempfile.gettempdir())/'fastinterp-digits')
+    learn = digits_learner(path, loss_func=CrossEntropyLossFlat())
     with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(1, 1e-2)
     if which == 'stock': fastinterp.unpatch()  # else fastai's class hands out fastinterp's
     cls = ClassificationInterpretation if which == 'fastinterp' else fastai.interpret.ClassificationInterpretation
@@ -34,9 +35,11 @@ def digits(which):
 def confusion(which, n, c):
     import numpy as np, torch
     g = torch.Generator().manual_seed(0)
-    t = torch.randint(0, c, (n,), generator=g); d = torch.where(torch.rand(n, generator=g) < 0.7, t, torch.randint(0, c, (n,), generator=g))
+    t = torch.randint(0, c, (n,), generator=g)
+    d = torch.where(torch.rand(n, generator=g) < 0.7, t, torch.randint(0, c, (n,), generator=g))
     if which == 'fastinterp':
-        def run(): return np.bincount(t.numpy() * c + d.numpy(), minlength=c*c).reshape(c, c)  # as ClassificationInterpretation.confusion_matrix
+        # as ClassificationInterpretation.confusion_matrix counts
+        def run(): return np.bincount(t.numpy() * c + d.numpy(), minlength=c*c).reshape(c, c)
     else:
         x = torch.arange(0, c)
         def run(): return ((d==x[:,None]) & (t==x[:,None,None])).long().sum(2)  # fastai 2.8's formula
@@ -53,7 +56,8 @@ def child(case, which, runs):
     print(json.dumps({'time': statistics.median(times), 'peak_mb': rss_mb() - base}))
 
 def measure(case, which, runs):
-    r = subprocess.run([sys.executable, __file__, '--child', case, which, '--runs', str(runs)], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, __file__, '--child', case, which, '--runs', str(runs)],
+                       capture_output=True, text=True)
     if r.returncode: return None
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -67,11 +71,14 @@ def main(runs):
         ours = measure(case, 'fastinterp', runs)
         if case.startswith('cm') and fastai_cm_bytes(*map(int, case.split(':')[1:])) > 12 * 2**30:
             need = fastai_cm_bytes(*map(int, case.split(':')[1:])) / 2**30
-            print(f"{label:<70} fastinterp {ours['time']*1e3:9.2f} ms {ours['peak_mb']:8.1f} MB | fastai: needs {need:,.0f} GiB, not run on a 24 GiB machine")
+            print(f"{label:<70} fastinterp {ours['time']*1e3:9.2f} ms {ours['peak_mb']:8.1f} MB | "
+                  f"fastai: needs {need:,.0f} GiB, not run on a 24 GiB machine")
             continue
         stock = measure(case, 'stock', runs)
-        print(f"{label:<70} fastinterp {ours['time']*1e3:9.2f} ms {ours['peak_mb']:8.1f} MB | fastai {stock['time']*1e3:9.2f} ms "
-              f"{stock['peak_mb']:8.1f} MB | time ratio {ours['time']/stock['time']:.4f}, memory ratio {max(ours['peak_mb'], 0.1)/max(stock['peak_mb'], 0.1):.4f}")
+        mem = max(ours['peak_mb'], 0.1) / max(stock['peak_mb'], 0.1)
+        print(f"{label:<70} fastinterp {ours['time']*1e3:9.2f} ms {ours['peak_mb']:8.1f} MB | "
+              f"fastai {stock['time']*1e3:9.2f} ms {stock['peak_mb']:8.1f} MB | "
+              f"time ratio {ours['time']/stock['time']:.4f}, memory ratio {mem:.4f}")
 
 if __name__ == '__main__':
     ap = argparse.ArgumentParser()
