@@ -225,10 +225,18 @@ def topk(scores, # (N,) scores
     (tensor([0.9000, 0.5000, 0.5000]), tensor([1, 0, 2]))
     """
     check_k(k)
-    k = len(scores) if k is None else min(int(k), len(scores))
-    s = scores.numpy()
-    order = np.argsort(-s if largest else s, kind='stable')[:k].copy()
-    return scores[order], torch.from_numpy(order)
+    n = len(scores)
+    k = n if k is None else min(int(k), n)
+    s = scores if largest else -scores
+    if 0 < k < n // 4:
+        # O(N log k): the k-th best bounds the candidates, ties with it included, then a stable sort of those alone
+        kth = torch.topk(s, k, sorted=False).values.min()
+        if not torch.isnan(kth):
+            cand = torch.nonzero(s >= kth).view(-1)
+            order = cand[torch.argsort(s[cand], descending=True, stable=True)[:k]]
+            return scores[order], order
+    order = torch.argsort(s, descending=True, stable=True)[:k]  # on the scores' device, a GPU's too
+    return scores[order], order
 
 # --- calibration bin sums
 class CalibrationBins(NamedTuple):
