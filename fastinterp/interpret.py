@@ -248,7 +248,6 @@ class StreamingInterpretation(Views):
         self.res = stats.compute()
         self.vocab = list(range(stats.n_classes)) if vocab is None else list(vocab)
         self.n, self.k, self.labelled = self.res['n'], stats.k, bool(stats.labelled)
-        self.thresh = 0.5
         # where each kept item is: (list, position), from the first list that kept it
         self._at = {}
         for name, kept in self.res['top'].items():

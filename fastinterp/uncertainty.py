@@ -19,7 +19,7 @@ from .passes import PassProgress, own_bars
 
 # --- the measures: each checks its input once (`as_probs`), then scores it
 # rounding can step a hair outside [0, 1] (callers sort and threshold on these); + 0 turns -0.0 into 0.0
-def _unit(x): return x.clamp(0, 1) + 0.
+def _unit(x): return x.clamp(0, 1).add_(0.)
 
 def _nats(p, multilabel=False):
     "Entropy in nats of each row of class probabilities, or (multilabel) of each label's Bernoulli"

@@ -10,7 +10,7 @@ import sklearn.metrics as skm
 from fastai.torch_core import to_device
 
 from .activations import ACTIVATIONS, _activation_for
-from .core import as_probs, check_normalize, normalize_confusion, report_from_confusion, topk
+from .core import as_probs, normalize_confusion, report_from_confusion, topk
 from .uncertainty import MEASURES, multilabel_uncertainty, scores, uncertainty
 from . import show
 
@@ -175,7 +175,7 @@ class Views:
     ):
         "Confusion matrix (actual x predicted) by counting, O(N + C^2) memory; multilabel: (L, 2, 2) per label"
         self._need_labels('confusion_matrix')
-        return normalize_confusion(self._confusion(), check_normalize(normalize))
+        return normalize_confusion(self._confusion(), normalize)
 
     def most_confused(self, min_val:int=1):
         "(actual, predicted, count) of the off-diagonal cells with at least `min_val` items, most first"
