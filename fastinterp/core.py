@@ -1,8 +1,9 @@
 "Pure functions every layer shares: outputs as classes, per-item NLL, confusion counts, stable top-k, bin sums, checks"
 
-__all__ = ['ROW_TOL', 'TINY', 'sums_to_one', 'check_k', 'check_finite', 'as_probs', 'class_targets', 'item_nll',
-           'brier_terms', 'output_kind', 'as_classes', 'check_normalize', 'normalize_confusion', 'confusion_counts',
-           'report_from_confusion', 'topk', 'CalibrationBins', 'bin_sums', 'ece_from_bins', 'mce_from_bins']
+__all__ = ['ROW_TOL', 'TINY', 'sums_to_one', 'check_k', 'check_finite', 'nonfinite_message', 'as_probs',
+           'class_targets', 'item_nll', 'brier_terms', 'output_kind', 'as_classes', 'check_normalize',
+           'normalize_confusion', 'confusion_counts', 'report_from_confusion', 'topk', 'CalibrationBins', 'bin_sums',
+           'ece_from_bins', 'mce_from_bins']
 
 import re
 from typing import NamedTuple
@@ -47,15 +48,26 @@ def check_finite(x, # Tensor whose first axis is the items
     Traceback (most recent call last):
     ValueError: 2 of 3 rows of the logits hold NaN or inf
     """
-    t = torch.as_tensor(x)
-    if not t.is_floating_point(): return x
-    # NaN and inf show in the min or max: one fast pass (isfinite is several times slower) clears the common case
-    if t.numel() and all(bool(torch.isfinite(v)) for v in torch.aminmax(t)): return x
-    bad = ~torch.isfinite(torch.atleast_1d(t))
-    if bad.ndim > 1: bad = bad.flatten(1).any(1)
-    n = int(bad.sum())
-    if n: raise ValueError(f"{n} of {len(bad)} rows of the {what} hold NaN or inf")
+    n = _nonfinite_rows(x)
+    if n: raise ValueError(nonfinite_message(n, len(torch.atleast_1d(torch.as_tensor(x))), what))
     return x
+
+def _nonfinite_rows(x)->int:
+    "How many rows (entries of the first axis) of `x` hold NaN or inf"
+    t = torch.as_tensor(x)
+    if not t.is_floating_point() or not t.numel(): return 0
+    # NaN and inf show in the min or max: one fast pass (isfinite is several times slower) clears the common case
+    if all(bool(torch.isfinite(v)) for v in torch.aminmax(t)): return 0
+    bad = ~torch.isfinite(torch.atleast_1d(t))
+    return int((bad.flatten(1).any(1) if bad.ndim > 1 else bad).sum())
+
+def nonfinite_message(n:int, total:int, what:str='model outputs')->str:
+    """What `check_finite` says of `n` rows with NaN or inf among `total`: one message, whole or batch by batch
+
+    >>> nonfinite_message(2, 359)
+    '2 of 359 rows of the model outputs hold NaN or inf'
+    """
+    return f"{n} of {total} rows of the {what} hold NaN or inf"
 
 def as_probs(probs, # Probabilities: tensor, array or nested list
         multiclass:bool=True, # Whether they must be (N, C) rows of class probabilities
@@ -108,7 +120,10 @@ def brier_terms(probs, # (N, C) probabilities
     >>> brier_terms(torch.tensor([[0.7, 0.2, 0.1]]), torch.tensor([0]))  # 0.3^2 + 0.2^2 + 0.1^2
     tensor([0.1400], dtype=torch.float64)
     """
-    sq = torch.linalg.vector_norm(probs, dim=1, dtype=torch.float64).square()
+    # block of rows by block: vector_norm's float64 would copy all N x C values at once
+    rows = max(1, 2 ** 22 // max(1, probs.shape[1]))
+    sq = torch.cat([torch.linalg.vector_norm(b, dim=1, dtype=torch.float64).square() for b in probs.split(rows)]) \
+        if len(probs) else probs.new_zeros(0, dtype=torch.float64)
     return sq - 2 * probs.gather(1, targs.view(-1, 1).long())[:, 0].double() + 1
 
 def output_kind(probs, # Probabilities an explicit `act` or an unregistered loss gave

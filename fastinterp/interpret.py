@@ -6,18 +6,21 @@ import functools, inspect, warnings
 from contextlib import nullcontext
 
 import numpy as np, torch
-from fastcore.basics import noop, store_attr
+from fastcore.basics import detuplify, noop, store_attr
+from fastai.callback.core import Callback
+from fastai.learner import _ConstantFunc
+from fastai.torch_core import to_detach
 from fastai.data.load import DataLoader
 import fastai.interpret
 
 from .activations import activation_for
 from .calibration import calibration_bins, calibration_metrics, metrics_from_sums
-from .core import as_classes, check_finite, check_k, confusion_counts, item_nll, output_kind, topk
-from .loaders import _is_distributed, every_item_dl
+from .core import _nonfinite_rows, as_classes, check_k, confusion_counts, item_nll, nonfinite_message, output_kind, topk
+from .loaders import _is_distributed, every_item_dl, in_order
 from .passes import no_bar
 from .patching import add_patch
-from .preds import activate, decision_thresh, learner_temperature, per_item_loss, stock_get_preds
-from .streaming import StreamingCallback, stream
+from .preds import activate, decision_thresh, learner_temperature, stock_get_preds
+from .streaming import StreamingCallback, batch_losses, stream
 from .stats import StreamingStats
 from .uncertainty import MEASURES, mc_dropout
 from .show import idx_list
@@ -58,6 +61,46 @@ def _n_passes(tta, n):
     if tta is True: return 4 if n is None else int(n)
     if n is not None and int(n) != int(tta): raise ValueError(f"tta={tta} and n={n} disagree on the number of passes")
     return int(tta)
+
+class _Collect(Callback):
+    "Each validation batch's probabilities, decisions, targets and losses, written into tensors of every item"
+    order, run_train = 61, False  # after fastai's progress bar (60)
+    def __init__(self, act, activation, labelled, with_loss, n=None):
+        store_attr('act,activation,labelled,with_loss,n')
+
+    def before_validate(self): self.bufs, self.seen, self.bad = None, 0, 0
+
+    def after_batch(self):
+        raw = to_detach(self.learn.pred)
+        bs, bad = len(raw), _nonfinite_rows(raw)
+        self.bad += bad
+        if self.bad:  # every row counted, for one error at the end
+            self.seen += bs
+            return
+        probs, decoded = activate(self.learn, raw, self.act, self.activation, finite=True)
+        batch = {'probs': probs.float(), 'decoded': decoded}
+        if self.labelled: batch['targs'] = to_detach(detuplify(self.learn.yb))
+        if self.with_loss: batch['losses'] = batch_losses(self.learn, self.act, self.activation)
+        if self.bufs is None:  # every item's, at the first batch: the probabilities are held once, no copy of them
+            n = max(self.n or 0, bs)
+            self.bufs = {k: v.new_empty((n, *v.shape[1:])) for k, v in batch.items()}
+        s = self.seen
+        for k, v in batch.items():
+            buf = self.bufs[k]
+            if s + bs > len(buf):  # more items than the DataLoader said: room for twice as many
+                buf = self.bufs[k] = torch.cat([buf, buf.new_empty((max(len(buf), bs), *buf.shape[1:]))])
+            buf[s:s + bs] = v
+        self.seen += bs
+
+    def result(self, order=None):
+        "(probs, decoded, targs, losses) of every item, in data set order (`order`: the pass's own, put back)"
+        if self.bad: raise ValueError(nonfinite_message(self.bad, self.seen))
+        res = [None if self.bufs is None or k not in self.bufs else self.bufs[k][:self.seen]
+               for k in ('probs', 'decoded', 'targs', 'losses')]
+        if order is not None:
+            back = torch.as_tensor(list(order)).argsort()  # as fastai's get_preds(reorder=True) puts them back
+            res = [None if t is None else t[back] for t in res]
+        return res
 
 class ClassificationInterpretation(Views, fastai.interpret.ClassificationInterpretation):
     """Interpretation of a classifier from ONE inference pass: cached `probs`, `targs`, `decoded`, `losses`
@@ -133,14 +176,14 @@ class ClassificationInterpretation(Views, fastai.interpret.ClassificationInterpr
                 return cls._from_mc_dropout(learn, dl, activation, mc_dropout)
         labelled = _is_labelled(dl)
         with_loss = labelled and _per_item_loss(learn.loss_func)
-        with nullcontext() if progress else no_bar(learn):
-            res = stock_get_preds(learn, dl=dl, with_loss=with_loss, act=noop)
-        raw, targs = res[0], res[1] if labelled else None
-        losses = res[2] if with_loss else None
-        probs, decoded = activate(learn, check_finite(raw), act, activation, finite=True)
-        # the losses of the probabilities the views show: at the learner's temperature, when it has one
-        if with_loss and activation is not None and learner_temperature(learn) is not None:
-            losses = per_item_loss(learn, raw, targs, activation)
+        dl, ordered = in_order(dl)
+        order = None if ordered else dl.get_idxs()  # a custom order (a SortedDL's), fixed for the pass, put back after
+        run = dl if ordered else dl.new(get_idxs=_ConstantFunc(order))
+        cb = _Collect(act, activation, labelled, with_loss, getattr(run, 'n', None))
+        # fastai's loop, the batches written into tensors of every item as they come: no list of batches
+        with learn.loss_not_reduced() if with_loss else nullcontext(), nullcontext() if progress else no_bar(learn):
+            stock_get_preds(learn, dl=run, act=noop, cbs=[cb], with_preds=False, with_targs=False, reorder=False)
+        probs, decoded, targs, losses = cb.result(order)
         return cls._from_probs(learn, dl, probs, targs, decoded, losses, act, activation and activation.kind,
                                decision_thresh(learn, activation))
 

@@ -1,6 +1,6 @@
 "Which data set item each prediction is: the order a loader yields its items in, and loaders in data set order"
 
-__all__ = ['dataset_order', 'inference_dl', 'every_item_dl']
+__all__ = ['dataset_order', 'inference_dl', 'every_item_dl', 'in_order']
 
 import math, sys
 
@@ -58,9 +58,38 @@ def dataset_order(dl):
                          f"draws another order at each call. Run each pass through get_preds (it fixes one order)")
     return None if any(i is None for i in idxs) else torch.tensor(idxs, dtype=torch.long)
 
+def _range_order(dl):
+    "The items fastai DataLoader `dl` yields as a `range` when they are 0..n-1 in order (no list of them); else None"
+    get = getattr(dl, 'get_idxs', None)
+    if isinstance(get, _ConstantFunc): return get() if isinstance(get(), range) else None
+    stock = type(dl).get_idxs is DataLoader.get_idxs and 'get_idxs' not in vars(dl)
+    n = getattr(dl, 'n', None)
+    if not stock or getattr(dl, 'shuffle', True) or not getattr(dl, 'indexed', False) or n is None: return None
+    return range(n)
+
+def in_order(dl):
+    """`dl` and whether it yields its items in data set order as it is, with an index that holds no list of them
+
+    fastai's `get_idxs` builds a list of every index at each pass (36 MB for a million items): where the order is
+    0..n-1, `dl` comes back with a `range` for an index instead, so a pass keeps nothing that grows with N.
+
+    >>> dl, ordered = in_order(learn.dls.valid)
+    >>> ordered, dl.get_idxs()
+    (True, range(0, 60))
+    >>> in_order(learn.dls.train)[1]  # shuffled: an order to fix and put back
+    False
+    """
+    if _is_distributed(dl) or not isinstance(dl, DataLoader): return dl, False
+    r = _range_order(dl)
+    if r is None: return dl, False
+    return (dl if isinstance(dl.get_idxs, _ConstantFunc) else dl.new(get_idxs=_ConstantFunc(r))), True
+
 def _dataset_idxs(dl):
-    "Data set index of each item `dl` yields on this process, and which are real (not `DistributedDL` padding)"
-    if not _is_distributed(dl): return dataset_order(dl), None
+    """Data set index of each item `dl` yields on this process (a `range` where they are 0..n-1), and which are real
+    (not `DistributedDL` padding)"""
+    if not _is_distributed(dl):
+        r = _range_order(dl) if isinstance(dl, DataLoader) else None
+        return (r if r is not None else dataset_order(dl)), None
     order = dataset_order(dl.dl)
     if order is None:
         raise ValueError("A DistributedDL over an unindexed data set: its items cannot be traced back to the data set")

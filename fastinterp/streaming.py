@@ -1,6 +1,6 @@
 "fastai's loop streamed: a callback that adds each validation batch to a `StreamingStats`, and the pass that runs it"
 
-__all__ = ['StreamingCallback', 'stream']
+__all__ = ['batch_losses', 'StreamingCallback', 'stream']
 
 import time
 from contextlib import nullcontext
@@ -14,7 +14,7 @@ from fastai.torch_core import to_detach
 from .activations import activation_for
 from .core import as_classes, check_finite, output_kind
 from .distributed import cpu_broadcast
-from .loaders import _dataset_idxs, _is_distributed
+from .loaders import _dataset_idxs, _is_distributed, in_order
 from .passes import no_bar
 from .preds import activate, decision_thresh, learner_temperature, per_item_loss, stock_get_preds
 from .stats import StreamingStats
@@ -26,6 +26,27 @@ def _as_classes(probs, decoded, targs, kind, thresh):
         raise ValueError("Streaming interpretation is for single-label classifiers (softmax, or one sigmoid output); "
                          "use the in-memory ClassificationInterpretation for a multi-label model")
     return as_classes(probs.float(), decoded, targs, kind, thresh)
+
+def batch_losses(learn, # The Learner in a validation batch of `get_preds(with_loss=True)`'s kind (loss not reduced)
+        act=None, # An activation given instead of the registry's: the loss is the model's own then
+        activation=None, # The loss's `LossActivation`
+    )->torch.Tensor:
+    """Per-item losses of the current batch, one value per item, as `get_preds(with_loss=True)` gathers them
+
+    >>> cb = Callback()  # any callback sees the batch: here the last one of a validation
+    >>> cb.after_batch = lambda: setattr(cb, 'losses', batch_losses(cb.learn))
+    >>> with learn.loss_not_reduced(): _ = learn.validate(cbs=[cb])
+    >>> cb.losses.shape  # the last batch of the 60 items
+    torch.Size([28])
+    """
+    bs = len(learn.pred)
+    if act is None and learner_temperature(learn) is not None:  # the loss of the probabilities kept
+        return to_detach(per_item_loss(learn, learn.pred, *learn.yb, activation=activation), gather=False)
+    loss = learn.loss
+    if loss.ndim == 0:  # a validation that reduces the loss: again per item, the way get_preds has it computed
+        with learn.loss_not_reduced(): loss = learn.loss_func(learn.pred, *learn.yb)
+    # one value per item, as the in-memory `losses` are brought to it: a one-output BCE gives (bs, 1)
+    return to_detach(loss.reshape(bs, -1).mean(1), gather=False)
 
 class StreamingCallback(Callback):
     """Stream each validation batch into a `StreamingStats`: registry probabilities, per-item losses, data set indices
@@ -62,12 +83,12 @@ class StreamingCallback(Callback):
         bs = len(raw)
         pos = slice(self.seen, self.seen + bs)
         self.seen += bs
-        idxs = torch.arange(pos.start, pos.stop) if self.idxs is None else self.idxs[pos]
+        idxs = self.idxs[pos] if isinstance(self.idxs, torch.Tensor) else self.idxs_of(pos)
         probs, decoded = activate(self.learn, check_finite(raw), self.act, self.activation, finite=True)
         targs = losses = None
         if len(self.learn.yb):
             targs = to_detach(detuplify(self.learn.yb), gather=False)
-            if self.with_loss: losses = self._losses(bs)
+            if self.with_loss: losses = batch_losses(self.learn, self.act, self.activation)
         if self.kind not in ('multiclass', 'multilabel'): self.kind = output_kind(probs)
         probs, decoded, targs = _as_classes(probs, decoded, targs, self.kind, self.thresh)
         if self.real is not None:
@@ -80,16 +101,10 @@ class StreamingCallback(Callback):
         pbar = getattr(getattr(self.learn, 'progress', None), 'pbar', None)
         if pbar is not None: pbar.comment = f'{self.items_per_s:,.0f} items/s'
 
-    def _losses(self, bs):
-        "Per-item losses of the batch, as `get_preds(with_loss=True)` gathers them"
-        loss = self.learn.loss
-        if self.act is None and learner_temperature(self.learn) is not None:  # the loss of the probabilities kept
-            loss = per_item_loss(self.learn, self.learn.pred, *self.learn.yb, activation=self.activation)
-            return to_detach(loss, gather=False)
-        if loss.ndim == 0:  # a validation that reduces the loss: again per item, the way get_preds has it computed
-            with self.learn.loss_not_reduced(): loss = self.learn.loss_func(self.learn.pred, *self.learn.yb)
-        # one value per item, as the in-memory `losses` are brought to it: a one-output BCE gives (bs, 1)
-        return to_detach(loss.reshape(bs, -1).mean(1), gather=False)
+    def idxs_of(self, pos):
+        "Data set indices at positions `pos` of an index that is a `range` (or none: positions are indices)"
+        r = range(pos.start, pos.stop) if self.idxs is None else self.idxs[pos]
+        return torch.arange(r.start, r.stop, r.step)
 
     def after_validate(self):
         if self.stats is None: return
@@ -109,9 +124,11 @@ def stream(learn, # The Learner to predict with
     (60, 60)
     """
     distributed = _is_distributed(dl)
+    dl, ordered = in_order(dl)  # in data set order with a `range` for an index: nothing held grows with N
     # the loss per item, computed as get_preds(with_loss=True) has it computed; with_preds/with_targs off
     with learn.loss_not_reduced() if cb.with_loss else nullcontext(), nullcontext() if progress else no_bar(learn), \
             cpu_broadcast():
         # a DistributedDL is in data set order already, and `reorder` would rebuild it without its rank
-        stock_get_preds(learn, dl=dl, act=noop, cbs=[cb], with_preds=False, with_targs=False, reorder=not distributed)
+        stock_get_preds(learn, dl=dl, act=noop, cbs=[cb], with_preds=False, with_targs=False,
+                        reorder=not (distributed or ordered))
     return cb.stats

@@ -26,10 +26,18 @@ def _nats(p, multilabel=False):
     if multilabel: return -(torch.special.xlogy(p, p) + torch.special.xlogy(1 - p, 1 - p))
     return -torch.special.xlogy(p, p).sum(1)  # xlogy makes 0*log(0) = 0
 
+_CHUNK = 2 ** 22  # values per block of rows a named measure scores at a time: its N x C temporaries stay 16 MB
+
+def _by_blocks(score, probs):
+    "`score` of `probs`, block of rows by block: the same per-row values, temporaries bounded whatever N"
+    rows = max(1, _CHUNK // max(1, probs[0].numel())) if probs.ndim > 1 and len(probs) else len(probs)
+    if len(probs) <= rows: return score(probs)
+    return torch.cat([score(b) for b in probs.split(rows)])
+
 def _on_probs(score):
     "The measure `score` of probabilities checked by `as_probs` first; `.__wrapped__` scores checked ones directly"
     @functools.wraps(score)
-    def measure(probs): return score(as_probs(probs))
+    def measure(probs): return _by_blocks(score, as_probs(probs))
     return measure
 
 @_on_probs
@@ -94,7 +102,7 @@ def scores(probs, # (N, C) probabilities checked by `as_probs` already
     >>> scores(p, 'entropy'), scores(p, 'margin')
     (tensor([1., 0.]), tensor([1., 0.]))
     """
-    return measure(probs) if callable(_check_measure(measure)) else _SCORES[measure](probs)
+    return measure(probs) if callable(_check_measure(measure)) else _by_blocks(_SCORES[measure], probs)
 
 def uncertainty(probs, # (N, C) probabilities, rows summing to 1
         measure='entropy', # Name in `MEASURES`, or a callable: probs -> (N,) scores
@@ -105,7 +113,7 @@ def uncertainty(probs, # (N, C) probabilities, rows summing to 1
     (tensor([1.]), tensor([0.5000]))
     """
     if callable(_check_measure(measure)): return measure(probs)
-    return _SCORES[measure](as_probs(probs))
+    return _by_blocks(_SCORES[measure], as_probs(probs))
 
 def label_uncertainty(probs, # (N, L) sigmoid probabilities, or (N,) / (N, 1) for a one-output binary model
         thresh:float=0.5, # Decision threshold: one for every label, or (L,) one per label

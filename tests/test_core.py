@@ -26,3 +26,43 @@ def test_confusion_counts_equal_sklearn():
     g = torch.Generator().manual_seed(0)
     t, d = torch.randint(0, 7, (3000,), generator=g), torch.randint(0, 7, (3000,), generator=g)
     np.testing.assert_array_equal(confusion_counts(t, d, 9), confusion_matrix(t, d, labels=range(9)))
+
+def test_brier_terms_by_blocks_equal_the_one_hot_sum():
+    # 50,000 x 100 values: more than one block of rows (2**22 values), the last one partial
+    g = torch.Generator().manual_seed(1)
+    p = torch.softmax(torch.randn(50_000, 100, generator=g) * 3, 1)
+    t = torch.randint(0, 100, (50_000,), generator=g)
+    ref = ((p.double().numpy() - np.eye(100)[t.numpy()]) ** 2).sum(1)
+    np.testing.assert_allclose(brier_terms(p, t).numpy(), ref, rtol=0, atol=1e-12)
+    assert brier_terms(p[:0], t[:0]).shape == (0,)
+
+@pytest.mark.parametrize('measure', ['entropy', 'margin', 'least_confidence', 'uniform_distance'])
+def test_measures_by_blocks_equal_the_whole_and_numpy(measure):
+    from fastinterp.uncertainty import MEASURES, uncertainty
+    g = torch.Generator().manual_seed(2)
+    # rounded to a few levels: ties within and across the blocks
+    p = (torch.softmax(torch.randn(60_000, 100, generator=g) * 2, 1) * 64).round() + 1
+    p = p / p.sum(1, keepdim=True)
+    whole = MEASURES[measure].__wrapped__(p)  # one call over every row at once
+    blocks = uncertainty(p, measure)
+    assert torch.equal(blocks, whole)  # per row the same value, bit for bit
+    q, C = p.double().numpy(), 100
+    ref = {'entropy': lambda: -(q * np.log(q)).sum(1) / np.log(C),
+           'margin': lambda: 1 - (np.sort(q, 1)[:, -1] - np.sort(q, 1)[:, -2]),
+           'least_confidence': lambda: 1 - q.max(1),
+           'uniform_distance': lambda: 1 - np.abs(q * C - 1).sum(1) / (2 * (C - 1))}[measure]()
+    np.testing.assert_allclose(blocks.numpy(), ref, atol=2e-6)
+
+def test_calibration_bins_equal_a_numpy_binning_with_confidences_on_the_edges():
+    from fastinterp.core import bin_sums
+    g = torch.Generator().manual_seed(3)
+    n, n_bins = 20_000, 10
+    conf = torch.randint(0, 21, (n, 1), generator=g).float() / 20  # 0, 0.05, ..., 1: half of them on an edge
+    hit = (torch.rand(n, 1, generator=g) < conf).float()
+    b = bin_sums(conf, hit, n_bins)
+    c, h = conf[:, 0].numpy(), hit[:, 0].numpy()
+    edges = np.linspace(0, 1, n_bins + 1, dtype=np.float32)
+    idx = np.searchsorted(edges, c, side='right') - 1  # [i/n, (i+1)/n), and a bin of its own for exactly 1
+    np.testing.assert_array_equal(b.count[0].numpy(), np.bincount(idx, minlength=n_bins + 1))
+    np.testing.assert_allclose(b.confidence[0].numpy(), np.bincount(idx, c.astype(np.float64), n_bins + 1), atol=1e-6)
+    np.testing.assert_array_equal(b.correct[0].numpy(), np.bincount(idx, h, n_bins + 1))

@@ -1,0 +1,85 @@
+"""Memory at scale, measured as the rise of a fresh process's peak RSS (VmHWM, reset through /proc/self/clear_refs),
+which counts torch's C allocations (tracemalloc does not see them): stable on a shared machine, unlike wall time"""
+import json, subprocess, sys, textwrap
+from pathlib import Path
+import pytest
+
+pytestmark = pytest.mark.skipif(not Path('/proc/self/clear_refs').exists(), reason='needs Linux /proc')
+
+SETUP = '''
+import json, torch, torch.nn as nn
+torch.set_num_threads(1)
+from fastai.data.core import DataLoaders
+from fastai.data.load import DataLoader
+from fastai.learner import Learner
+from fastinterp import ClassificationInterpretation, StreamingStats
+def status(key):
+    for line in open('/proc/self/status'):
+        if line.startswith(key): return int(line.split()[1]) * 1024
+def peak_rise(f):
+    "Peak RSS rise over the RSS before `f`, in bytes, and f's result"
+    base = status('VmRSS'); open('/proc/self/clear_refs', 'w').write('5')
+    res = f()
+    return status('VmHWM') - base, res
+def learner(n, c, d=4):
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randn(n, d, generator=g), torch.randn(d, c, generator=g)
+    y = (x @ w + 3 * torch.randn(n, c, generator=g)).argmax(1)
+    class Items(torch.utils.data.Dataset):
+        def __len__(self): return n
+        def __getitem__(self, i): return x[i], y[i]
+    model = nn.Linear(d, c)
+    with torch.no_grad(): model.weight.copy_(w.T)
+    ds = Items()
+    return Learner(DataLoaders(DataLoader(ds, bs=2048), DataLoader(ds, bs=2048)), model, loss_func=nn.CrossEntropyLoss())
+'''
+
+def run(code):
+    r = subprocess.run([sys.executable, '-c', SETUP + textwrap.dedent(code)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+def test_in_memory_build_and_every_view_stay_near_the_probabilities():
+    N, C = 200_000, 100
+    res = run(f'''
+        learn = learner({N}, {C})
+        learn.get_preds()  # fastai's and torch's one-off allocations of a first pass, out of the figure
+        build, it = peak_rise(lambda: ClassificationInterpretation.from_learner(learn, progress=False))
+        def views():
+            it.top_losses(9); it.most_uncertain(9); it.most_uncertain(9, 'uniform_distance'); it.confusion_matrix()
+            it.most_confused(); it.per_class(); it.most_correct(3, 9); it.most_incorrect(3, 9); it.calibration()
+            it.to_df()
+        views_peak, _ = peak_rise(views)
+        print(json.dumps({{'build': build, 'views': views_peak}}))
+    ''')
+    probs = N * C * 4
+    # the build holds the probabilities once (no list of batches, no raw outputs beside them) plus per-item columns;
+    # each view works block by block: 16 MB blocks of rows, a few at a time, whatever N
+    assert res['build'] < 1.25 * probs, res
+    assert res['views'] < 0.25 * probs + 64 * 2**20, res
+
+def test_streaming_memory_is_flat_in_the_number_of_items():
+    res = run('''
+        out = {}
+        for n in (20_000, 200_000):
+            learn = learner(n, 50)
+            learn.get_preds()  # one-off allocations of a first pass, out of the figures
+            out[f'fastai {n}'], _ = peak_rise(lambda: ClassificationInterpretation.from_learner(
+                learn, streaming=True, k=50, progress=False))
+            def own_loop():
+                stats, start = StreamingStats(50, k=50), 0
+                with torch.no_grad():
+                    # a torch DataLoader: its sequential sampler holds no list of the items, as fastai's does
+                    for xb, yb in torch.utils.data.DataLoader(learn.dls.valid.dataset, batch_size=2048):
+                        out = learn.model(xb)
+                        stats.update(out.softmax(1), yb, nn.functional.cross_entropy(out, yb, reduction='none'),
+                                     torch.arange(start, start + len(yb)))
+                        start += len(yb)
+                return stats.compute()
+            out[f'own {n}'], _ = peak_rise(own_loop)
+            del learn
+        print(json.dumps(out))
+    ''')
+    # ten times the items, the same memory: nothing kept grows with N (the index of the loader is a range)
+    for how in ('fastai', 'own'):
+        assert res[f'{how} 200000'] < 1.1 * res[f'{how} 20000'] + 2 * 2**20, res
