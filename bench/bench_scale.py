@@ -7,7 +7,7 @@ DataLoader of N synthetic items, for N = 10,000 / 100,000 / 1,000,000 (--sizes).
 - memory: `ClassificationInterpretation.from_learner`, then each view in turn (top_losses, most_uncertain,
   confusion_matrix, most_confused, per_class, most_correct, most_incorrect, calibration, to_df)
 - streaming: `from_learner(streaming=True)`, then its views
-- stats: `StreamingStats` updated in a user's own loop over the same batches
+- stats: `StreamingStats` updated in a user's own loop over the same batches (a torch DataLoader)
 Memory is the rise of the process's peak RSS (VmHWM, reset through /proc/self/clear_refs before each step) over its
 RSS before the build, so torch's C allocations count (tracemalloc does not see them). Time is wall time, median of
 --runs runs per N (views: median of their repeats in one process). Slope: log-log over the smallest and largest N.
@@ -87,7 +87,8 @@ def child(case, n):
         def run():
             stats, start = StreamingStats(C, k=100), 0
             with torch.no_grad():
-                for xb, yb in dl:
+                # a torch DataLoader of the same batches: fastai's would list every index at each pass
+                for xb, yb in torch.utils.data.DataLoader(dl.dataset, batch_size=BS):
                     out = learn.model(xb)
                     losses = torch.nn.functional.cross_entropy(out, yb, reduction='none')
                     stats.update(out.softmax(1), yb, losses, torch.arange(start, start + len(yb)))

@@ -155,15 +155,49 @@ def calibration_metrics(probs, targs,
             'label_ece': pd.Series(ece_from_bins(bin_sums(p, t, n_bins)).numpy(), index=labels, name='ece')}
 
 # --- temperature scaling
-def _nll_slope(z, targs, beta, multilabel):
-    "First and second derivative in beta = 1/T of the mean NLL of softmax(beta z) (sigmoid per label): (K,) each"
+_BLOCK = 2 ** 21  # values per block of rows in a pass over the logits: temporaries of 16 MB in float64, whatever N x C
+_F32_TOL = 1e-4  # float32 passes stop at a relative Newton step this small: the next, in float64, lands within ~1e-8
+
+def _nll_slope(z, targs, beta, multilabel, dtype=torch.float64, fixed=None):
+    """First and second derivative in beta = 1/T of the mean NLL of softmax(beta z) (sigmoid per label): (K,) each.
+    One pass over `z`, block of rows by block, computed in `dtype`, summed in float64. `fixed`: `_fixed(z, targs)`"""
+    rows, n = max(1, _BLOCK // max(1, z.shape[1])), len(z)
+    g = h = 0
     if multilabel:
-        s = torch.sigmoid(z * beta)
-        return ((s - targs) * z).mean(0), (s * (1 - s) * z * z).mean(0)
-    p = torch.softmax(z * beta, 1)
-    ez = (p * z).sum(1)
-    g = (ez - z.gather(1, targs[:, None])[:, 0]).mean()
-    return g[None], ((p * z * z).sum(1) - ez * ez).mean()[None]
+        for zb, tb in zip(z.split(rows), targs.split(rows)):
+            zb = zb.to(dtype)
+            s = torch.sigmoid(zb * beta.to(dtype))
+            g = g + ((s - tb) * zb).sum(0, dtype=torch.float64)
+            h = h + s.mul_(1 - s).mul_(zb).mul_(zb).sum(0, dtype=torch.float64)
+        return g / n, h / n
+    top, z_t = _fixed(z, targs) if fixed is None else fixed
+    b = float(beta)
+    for zb, mb in zip(z.split(rows), top.split(rows)):
+        zb = zb.to(dtype)
+        # w = exp(beta (z - max z)), unnormalized softmax: row sums of w, w z and w z^2 give E[z] and E[z^2]
+        w = (zb - mb.to(dtype)[:, None]).mul_(b).exp_()
+        s0 = w.sum(1).double()
+        ez = torch.linalg.vecdot(w, zb).double() / s0
+        ez2 = torch.linalg.vecdot(w.mul_(zb), zb).double() / s0
+        g = g + ez.sum()
+        h = h + (ez2 - ez * ez).sum()
+    return ((g - z_t) / n).reshape(1), (h / n).reshape(1)
+
+def _fixed(z, targs):
+    "What every pass of `_nll_slope` over softmax logits `z` uses and beta does not change: row maxima, sum of z_target"
+    return z.amax(1), z.gather(1, targs[:, None]).sum(dtype=torch.float64)
+
+def _newton(z, t, beta, lo, hi, multilabel, tol, dtype, fixed, max_iter=100):
+    "Newton's method on the slope of the NLL in beta, kept inside the bracket [lo, hi] that every step shrinks"
+    for _ in range(max_iter):
+        g, h = _nll_slope(z, t, beta, multilabel, dtype, fixed)
+        lo, hi = torch.where(g < 0, beta, lo), torch.where(g > 0, beta, hi)
+        step = beta - g / h
+        nxt = torch.where((h > 0) & (step >= lo) & (step <= hi), step, (lo * hi).sqrt())  # at an end: converged
+        done = ((nxt - beta).abs() <= tol * beta) | (g == 0)
+        beta = torch.where(g == 0, beta, nxt)
+        if done.all(): break
+    return beta, lo, hi
 
 def fit_temperature(out, # (N, C) raw outputs, logits or log-probabilities; multilabel: (N, L) logits
         targs, # (N,) class indices; multilabel: (N, L) 0/1 labels
@@ -179,7 +213,8 @@ def fit_temperature(out, # (N, C) raw outputs, logits or log-probabilities; mult
     >>> round(fit_temperature(logits / 5, torch.tensor([0, 0, 1, 0, 1, 1])), 2)  # under-confident: T < 1 sharpens
     0.19
     """
-    z = check_finite(torch.as_tensor(out), 'model outputs').double()
+    z = check_finite(torch.as_tensor(out), 'model outputs')
+    z = z if z.dtype in (torch.float32, torch.float64) else z.float()  # float16 logits: passes in float32
     if multilabel and z.ndim == 1: z = z[:, None]
     if z.ndim != 2:
         raise ValueError(f"Temperature scaling needs one row of outputs per item, shape (N, C), "
@@ -187,20 +222,24 @@ def fit_temperature(out, # (N, C) raw outputs, logits or log-probabilities; mult
     t = torch.as_tensor(targs)
     t = t.reshape(z.shape).double() if multilabel else class_targets(t, z).long()
     # the NLL is convex in beta = 1/T: its slope rises through 0 once, so Newton's method on the slope, kept inside
-    # a bracket that shrinks every step (bisection in log beta when Newton would leave it), finds the minimum
+    # a bracket that shrinks every step (bisection in log beta when Newton would leave it), finds the minimum;
+    # float32 passes get close (a relative step of 1e-4), float64 passes polish to `tol`
     K = z.shape[1] if multilabel else 1
-    lo, hi = (torch.full((K,), 1 / b, dtype=z.dtype) for b in (bounds[1], bounds[0]))
-    at_lo, at_hi = _nll_slope(z, t, lo, multilabel)[0] >= 0, _nll_slope(z, t, hi, multilabel)[0] <= 0
-    beta = torch.ones_like(lo).clamp(lo, hi)
-    for _ in range(200):
-        g, h = _nll_slope(z, t, beta, multilabel)
-        lo, hi = torch.where(g < 0, beta, lo), torch.where(g > 0, beta, hi)
-        step = beta - g / h
-        nxt = torch.where((h > 0) & (step > lo) & (step < hi), step, (lo * hi).sqrt())
-        done = ((nxt - beta).abs() <= tol * beta) | (g == 0)
-        beta = torch.where(g == 0, beta, nxt)
-        if done.all(): break
-    beta = torch.where(at_lo, 1 / bounds[1], torch.where(at_hi, 1 / bounds[0], beta))
+    b_lo, b_hi = (torch.full((K,), 1 / b, dtype=torch.float64) for b in (bounds[1], bounds[0]))
+    beta, lo, hi = torch.ones_like(b_lo).clamp(b_lo, b_hi), b_lo, b_hi
+    moved_lo = moved_hi = torch.zeros(K, dtype=torch.bool)  # a step saw a slope of the sign that moves that end
+    fixed = None if multilabel else _fixed(z, t)
+    if z.dtype != torch.float64:  # its bracket is not kept: float32 slopes next to the minimum may have the wrong sign
+        beta, lo32, hi32 = _newton(z, t, beta, lo, hi, multilabel, max(tol, _F32_TOL), torch.float32, fixed)
+        moved_lo, moved_hi = lo32 > b_lo, hi32 < b_hi
+    beta, lo, hi = _newton(z, t, beta, lo, hi, multilabel, tol, torch.float64, fixed)
+    # a minimum beyond a bound: the slope keeps its sign over the whole range. Only where no step saw the other sign
+    # (the bracket's end still at the bound) can it be so, and only there is the slope at the bound computed
+    moved_lo, moved_hi = moved_lo | (lo > b_lo), moved_hi | (hi < b_hi)
+    no = torch.zeros(K, dtype=torch.bool)
+    at_lo = _nll_slope(z, t, b_lo, multilabel, fixed=fixed)[0] >= 0 if not moved_lo.all() else no
+    at_hi = _nll_slope(z, t, b_hi, multilabel, fixed=fixed)[0] <= 0 if not moved_hi.all() else no
+    beta = torch.where(at_lo, b_lo, torch.where(at_hi, b_hi, beta))
     some = ' of some labels' if multilabel else ''
     if at_hi.any():
         warnings.warn(f"Every held-out item{some} is predicted right, so the NLL keeps falling as T shrinks: T stopped "

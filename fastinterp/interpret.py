@@ -19,7 +19,7 @@ from .core import _nonfinite_rows, as_classes, check_k, confusion_counts, item_n
 from .loaders import _is_distributed, every_item_dl, in_order
 from .passes import no_bar
 from .patching import add_patch
-from .preds import activate, decision_thresh, learner_temperature, stock_get_preds
+from .preds import _outputs_are_probs, activate, decision_thresh, learner_temperature, stock_get_preds
 from .streaming import StreamingCallback, batch_losses, stream
 from .stats import StreamingStats
 from .uncertainty import MEASURES, mc_dropout
@@ -68,7 +68,7 @@ class _Collect(Callback):
     def __init__(self, act, activation, labelled, with_loss, n=None):
         store_attr('act,activation,labelled,with_loss,n')
 
-    def before_validate(self): self.bufs, self.seen, self.bad = None, 0, 0
+    def before_validate(self): self.bufs, self.seen, self.bad, self.probs_in = None, 0, 0, None
 
     def after_batch(self):
         raw = to_detach(self.learn.pred)
@@ -77,7 +77,9 @@ class _Collect(Callback):
         if self.bad:  # every row counted, for one error at the end
             self.seen += bs
             return
-        probs, decoded = activate(self.learn, raw, self.act, self.activation, finite=True)
+        if self.probs_in is None and self.act is None:  # decided on the first batch, kept for every other
+            self.probs_in = _outputs_are_probs(self.learn.model, self.activation, raw)
+        probs, decoded = activate(self.learn, raw, self.act, self.activation, finite=True, probs_in=self.probs_in)
         batch = {'probs': probs.float(), 'decoded': decoded}
         if self.labelled: batch['targs'] = to_detach(detuplify(self.learn.yb))
         if self.with_loss: batch['losses'] = batch_losses(self.learn, self.act, self.activation)
@@ -174,9 +176,9 @@ class ClassificationInterpretation(Views, fastai.interpret.ClassificationInterpr
         if mc_dropout:
             with nullcontext() if progress else no_bar(learn):
                 return cls._from_mc_dropout(learn, dl, activation, mc_dropout)
+        dl, ordered = in_order(dl)  # first: a pass of the DataLoader as it is, even for one batch, lists every index
         labelled = _is_labelled(dl)
         with_loss = labelled and _per_item_loss(learn.loss_func)
-        dl, ordered = in_order(dl)
         order = None if ordered else dl.get_idxs()  # a custom order (a SortedDL's), fixed for the pass, put back after
         run = dl if ordered else dl.new(get_idxs=_ConstantFunc(order))
         cb = _Collect(act, activation, labelled, with_loss, getattr(run, 'n', None))
@@ -317,6 +319,7 @@ class StreamingInterpretation(Views):
         ValueError: to_df is not available from streamed statistics: it holds one row per item, ...
         """
         dl = every_item_dl(learn, ds_idx, dl)  # a torch DataLoader: the same batches as a fastai one, in data set order
+        dl = in_order(dl)[0]  # first: a pass of the DataLoader as it is, even for one batch, lists every index
         inner = dl.dl if _is_distributed(dl) else dl
         cb = StreamingCallback(k, n_bins, measures, act, _is_labelled(inner) and _per_item_loss(learn.loss_func))
         stats = stream(learn, dl, cb, progress)

@@ -218,6 +218,7 @@ def activate(learn, # The Learner whose model gave `out`
         act=None, # An activation to use instead of the registry's
         activation=None, # The loss's `LossActivation`, when resolved already
         finite:bool=False, # `out` is known to be finite (checked by the caller): no second pass for NaN and inf
+        probs_in:bool|None=None, # Whether `out` is probabilities already, as decided on an earlier batch; None: look
     ):
     """Probabilities and decoded classes of raw outputs `out` of `learn.model`, through the registry (or `activation`)
 
@@ -234,7 +235,7 @@ def activate(learn, # The Learner whose model gave `out`
     is_t = isinstance(out, torch.Tensor)
     T = learner_temperature(learn)
     # already probabilities: a temperature cannot apply to them
-    if is_t and _outputs_are_probs(learn.model, activation, out):
+    if is_t and (_outputs_are_probs(learn.model, activation, out) if probs_in is None else probs_in):
         probs = out.float() if out.dtype in (torch.float16, torch.bfloat16) else out
         dec = activation.decodes(probs)
     else:
