@@ -7,7 +7,7 @@ import math
 import torch
 import torch.distributed as dist
 
-from .core import CalibrationBins, bin_sums, brier_terms, check_finite, check_k, item_nll, sums_to_one, topk, ROW_TOL
+from .core import CalibrationBins, bin_sums, check_finite, check_k, item_nll, sums_to_one, topk, ROW_TOL
 from .distributed import all_gather, all_reduced, comm_device
 from .uncertainty import MEASURES, scores
 
@@ -17,6 +17,8 @@ _REDUCE = {'n': 'sum', 'pred_counts': 'sum', 'confusion': 'sum',
            **{f'bins_{f}': 'sum' for f in CalibrationBins._fields},
            'brier_sum': 'sum', 'nll_sum': 'sum', 'top': 'topk'}
 _FIELDS = ('score', 'idx', 'probs', 'decoded', 'targ', 'loss')  # what is kept of each top item: enough to show it
+
+_HOLD = 2 ** 21  # values of small batches' probabilities added together: 8 MB of float32, whatever the number of items
 
 def _no_items(n_classes, device=None):
     "An empty list of kept items"
@@ -46,23 +48,31 @@ def _select(a, b, k):
 
 def _candidates(scores, kept, k):
     "Positions in `scores` that may enter the top `k` beside `kept`: at least the k-th best of both (ties: `_select`)"
+    if len(kept['score']) == k:  # the k-th kept bounds the top k of everything seen from below: above it may enter
+        return torch.nonzero(scores >= kept['score'][-1]).view(-1)
     v = scores.topk(min(k, len(scores))).values[-1]
-    if len(kept['score']) == k: v = torch.maximum(v, kept['score'][-1])
     return torch.nonzero(scores >= v).view(-1)
 
 # room between a measure and its bound for float32 rounding and rows that sum to 1 only within 1e-3 (which can lift a
 # normalized entropy by up to 0.01 over the bound, for two classes)
 _SLACK = 0.02
 
-def _bounds(pmax, n_classes):
-    "Upper bound of each uncertainty measure from an item's top probability alone (rows summing to 1, C > 1)"
-    p = pmax.double()
-    q, C = (1 - p).clamp_min(0), n_classes
-    return {'least_confidence': q,
-            'margin': (2 * q).clamp_max(1),  # the second probability is at most 1 - p1
-            # the rest spread evenly
-            'entropy': (-torch.special.xlogy(p, p) - torch.special.xlogy(q, q) + q * math.log(C - 1)) / math.log(C),
-            'uniform_distance': 1 - (p * C - 1).clamp_min(0) / (C - 1)}  # sum of |C p_c - 1| is at least 2 (C p1 - 1)
+def _bound(name, pmax, sq, n_classes):
+    """Upper bound of the uncertainty measure `name` of each item from its top probability `pmax` and its sum of squared
+    probabilities `sq` (float64) alone, rows summing to 1, C > 1: an item whose bound is below the k-th kept score is
+    not scored"""
+    p, C = pmax.double(), n_classes
+    q = (1 - p).clamp_min(0)
+    if name == 'least_confidence': return q
+    if name == 'margin':  # the second probability is at most p1, 1 - p1 and sqrt(sum p^2 - p1^2)
+        return (q + torch.minimum(torch.minimum(p, q), (sq - p * p).clamp_min(0).sqrt())).clamp_max(1)
+    # L1 = sum_c |C p_c - 1| is at least 2 (C p1 - 1), and at least L2^2 / Linf, where L2^2 = C^2 sum p^2 - C and
+    # Linf <= max(C p1 - 1, 1)
+    l1 = torch.maximum(2 * (p * C - 1).clamp_min(0), (C * C * sq - C).clamp_min(0) / (p * C - 1).clamp_min(1))
+    if name == 'uniform_distance': return 1 - l1 / (2 * (C - 1))
+    # entropy: the rest spread evenly; and Pinsker's KL(p || uniform) >= |p - 1/C|_1^2 / 2, with H = log C - KL
+    even = (-torch.special.xlogy(p, p) - torch.special.xlogy(q, q) + q * math.log(C - 1)) / math.log(C)
+    return torch.minimum(even, 1 - (l1 / C).square() / (2 * math.log(C)))
 
 def _score(name, probs):
     "The measure `name` of each row: on the CPU, bit for bit what it gives that row in any batch, the whole set's too"
@@ -84,27 +94,30 @@ def _update(kept, # The state's top-k lists, read only
     pmax, pred = probs.max(1)  # the first maximum, as argmax
     if decoded is None: decoded = pred
     res = {'sums': {'n': len(probs), 'pred_counts': torch.bincount(decoded, minlength=C)}, 'cells': None, 'top': {}}
+    sq = None  # sum of squared probabilities of each row, for the Brier score and the bounds of the measures
+    if targs is not None or (k and C > 1):
+        sq = torch.linalg.vector_norm(probs, dim=1, dtype=torch.float64).square()
     if targs is not None:
         res['cells'] = targs * C + decoded  # confusion cells to count: O(B), where a C x C bincount per batch is O(C^2)
         # the sums calibration_bins makes of (top probability, argmax right), without checking the batch again
         bins = bin_sums(pmax[:, None], (pred == targs)[:, None], n_bins)
         res['sums'].update({f'bins_{f}': s[0] for f, s in zip(CalibrationBins._fields, bins)})
-        res['sums']['brier_sum'] = brier_terms(probs, targs).sum()
+        # brier_terms' sum_c (p_c - [c = t])^2 as |p|^2 - 2 p_t + 1, its |p|^2 computed once for the bounds too
+        res['sums']['brier_sum'] = (sq - 2 * probs.gather(1, targs.view(-1, 1))[:, 0].double() + 1).sum()
         res['sums']['nll_sum'] = item_nll(probs, targs).double().sum()
     if k == 0: return res
     rows = {'probs': probs, 'decoded': decoded, 'idx': idxs,
             'targ': targs if targs is not None else torch.full_like(decoded, -1),
             'loss': losses if losses is not None else probs.new_full((len(probs),), math.nan)}
-    bounds = _bounds(pmax, C) if C > 1 else None
     for name, kl in kept.items():
         pos = None  # the positions scored; None: all of them
         if name == 'loss':
             if losses is None: continue
             scores = losses
         else:
-            if bounds is not None and len(kl['score']) == k:
+            if C > 1 and len(kl['score']) == k:
                 # an item whose bound is below the k-th kept score cannot enter: score the others only
-                pos = torch.nonzero(bounds[name] >= float(kl['score'][-1]) - _SLACK).view(-1)
+                pos = torch.nonzero(_bound(name, pmax, sq, C) >= float(kl['score'][-1]) - _SLACK).view(-1)
                 if not len(pos): continue
             scores = _score(name, probs if pos is None else probs[pos])
         c = _candidates(scores, kl, k)
@@ -114,7 +127,7 @@ def _update(kept, # The state's top-k lists, read only
     return res
 
 def _add(state, res, k):
-    "Add a batch's contribution `res` to `state`, in place"
+    "Add a contribution `res` to `state`, in place"
     for key, v in res['sums'].items(): state[key] += v
     if res['cells'] is not None: state['confusion'].view(-1).index_add_(0, res['cells'], torch.ones_like(res['cells']))
     for name, cand in res['top'].items(): state['top'][name] = _select(state['top'][name], cand, k)
@@ -190,12 +203,12 @@ class StreamingStats:
 
     def reset(self):
         "Forget every item"
-        self.state, self.labelled, self.with_loss = None, None, None
+        self.state, self.labelled, self.with_loss, self._held = None, None, None, None
 
     @property
     def n(self):
         "Number of items streamed so far"
-        return 0 if self.state is None else int(self.state['n'])
+        return (0 if self.state is None else int(self.state['n'])) + (0 if self._held is None else self._held['n'])
 
     def _lists(self): return ('loss', *self.measures)
 
@@ -215,13 +228,38 @@ class StreamingStats:
         idxs=None, # (B,) item indices, global across what is merged; default: continue from the items already seen
         decoded=None, # (B,) predicted classes; default: argmax of `probs`
     ):
-        "Add one batch"
+        """Add one batch. Small batches are copied into a block of `_HOLD` values, added together when it fills (or
+        when the figures are asked for): one pass of the statistics per block, not per batch; memory stays O(1)"""
         probs, targs, losses, idxs, decoded = self._check(probs, targs, losses, idxs, decoded)
         if not len(probs): return self
         self._flags(targs is not None, losses is not None)
+        batch = {'probs': probs, 'targs': targs, 'losses': losses, 'idxs': idxs, 'decoded': decoded}
+        h = self._held
+        if h is not None and (h['n'] + len(probs) > len(h['probs']) or h['probs'].device != probs.device
+                              or (decoded is None) != (h['decoded'] is None)):
+            self._add_held(); h = None
+        cap = max(len(probs), _HOLD // self.n_classes)
+        if h is None and len(probs) >= cap: return self._add(**batch)  # a block on its own: no copy
+        if h is None:  # copies, not the caller's tensors: a loop may write its next batch into the same ones
+            h = self._held = {'n': 0, **{f: None if v is None else v.new_empty((cap, *v.shape[1:]))
+                                         for f, v in batch.items()}}
+        for f, v in batch.items():
+            if v is not None: h[f][h['n']:h['n'] + len(v)] = v
+        h['n'] += len(probs)
+        return self
+
+    def _add(self, probs, targs, losses, idxs, decoded):
+        "Add checked items to the state"
         if self.state is None: self.state = _init_state(self.n_classes, self.n_bins, self._lists(), probs.device)
         _add(self.state, _update(self.state['top'], probs, targs, losses, idxs, decoded, self.k, self.n_bins), self.k)
         return self
+
+    def _add_held(self):
+        "Add the items held back, if any"
+        h, self._held = self._held, None
+        if h is None or not h['n']: return self
+        n = h.pop('n')
+        return self._add(**{f: None if v is None else v[:n] for f, v in h.items()})
 
     def _check(self, probs, targs, losses, idxs, decoded):
         "The batch as tensors of the right shapes, dtypes and ranges, or a ValueError saying what is wrong"
@@ -282,6 +320,7 @@ class StreamingStats:
             raise ValueError(f"Cannot merge collectors set up differently: (n_classes, k, n_bins, measures) "
                              f"{self._setup()} here, "
                              f"{other._setup()} in the other")
+        self._add_held(); other._add_held()
         if other.state is None: return self
         self._flags(other.labelled, other.with_loss)
         mine = self.state or _init_state(self.n_classes, self.n_bins, self._lists(), other.state['n'].device)
@@ -292,6 +331,7 @@ class StreamingStats:
         "Merge the statistics of every process of `group` once, at the end: counts all-reduced, lists all-gathered"
         if not (dist.is_available() and dist.is_initialized()):
             raise RuntimeError("sync needs torch.distributed to be initialized (torch.distributed.init_process_group)")
+        self._add_held()
         if dist.get_world_size(group) == 1: return self
         dev = comm_device(group)
         here = self.state['n'].device if self.state is not None else torch.device('cpu')
@@ -321,5 +361,6 @@ class StreamingStats:
 
     def compute(self):
         "The figures: item count, predicted counts, confusion (actual x predicted), bin, Brier and NLL sums, kept items"
+        self._add_held()
         if self.state is None: raise ValueError("Nothing was streamed: call update with at least one item first")
         return _compute(self.state)

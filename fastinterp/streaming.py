@@ -16,7 +16,7 @@ from .core import as_classes, check_finite, output_kind
 from .distributed import cpu_broadcast
 from .loaders import _dataset_idxs, _is_distributed, in_order
 from .passes import no_bar
-from .preds import activate, decision_thresh, learner_temperature, per_item_loss, stock_get_preds
+from .preds import _outputs_are_probs, activate, decision_thresh, learner_temperature, per_item_loss, stock_get_preds
 from .stats import StreamingStats
 from .uncertainty import MEASURES
 
@@ -76,7 +76,7 @@ class StreamingCallback(Callback):
         self.kind = self.activation and self.activation.kind
         self.thresh = decision_thresh(self.learn, self.activation)
         self.idxs, self.real = _dataset_idxs(self.learn.dl)
-        self.stats, self.seen, self.start = None, 0, time.perf_counter()
+        self.stats, self.seen, self.start, self.probs_in = None, 0, time.perf_counter(), None
 
     def after_batch(self):
         raw = to_detach(self.learn.pred, gather=False)  # this process's batch: processes merge once, at the end
@@ -84,7 +84,10 @@ class StreamingCallback(Callback):
         pos = slice(self.seen, self.seen + bs)
         self.seen += bs
         idxs = self.idxs[pos] if isinstance(self.idxs, torch.Tensor) else self.idxs_of(pos)
-        probs, decoded = activate(self.learn, check_finite(raw), self.act, self.activation, finite=True)
+        raw = check_finite(raw)
+        if self.probs_in is None and self.act is None and isinstance(raw, torch.Tensor):  # decided on the first batch
+            self.probs_in = _outputs_are_probs(self.learn.model, self.activation, raw)
+        probs, decoded = activate(self.learn, raw, self.act, self.activation, finite=True, probs_in=self.probs_in)
         targs = losses = None
         if len(self.learn.yb):
             targs = to_detach(detuplify(self.learn.yb), gather=False)

@@ -15,7 +15,8 @@ from fastinterp.core import topk as _topk
 from fastinterp.distributed import cpu_broadcast
 from fastinterp.interpret import ClassificationInterpretation, StreamingInterpretation
 from fastinterp.loaders import _dataset_idxs
-from fastinterp.stats import StreamingStats, _score
+from fastinterp import stats
+from fastinterp.stats import StreamingStats, _bound, _score
 from fastinterp.streaming import StreamingCallback
 from fastinterp.uncertainty import MEASURES
 from fastinterp.calibration import calibration_bins, calibration_metrics, brier, nll
@@ -58,10 +59,16 @@ def assert_same(a, b):
     for l in a['top']:
         for f, v in a['top'][l].items(): torch.testing.assert_close(v, b['top'][l][f], rtol=0, atol=0, equal_nan=True)
 
+@pytest.fixture(params=[None, 40])
+def hold(request, monkeypatch):
+    "Small batches held back in blocks of 2**21 values (all of these small sets: one block), or of 40 rows (many)"
+    if request.param: monkeypatch.setattr(stats, '_HOLD', request.param * C)
+    return request.param
+
 # --- the collector on its own: exact top-k with ties, counts, merges
 @pytest.mark.parametrize('sizes', [[1], [7], [64], [1000], [3, 250, 1, 99]])
 @pytest.mark.parametrize('k', [1, K, 997])
-def test_topk_and_counts_with_ties(sizes, k):
+def test_topk_and_counts_with_ties(sizes, k, hold):
     probs, targs, losses = tied_data()
     res = stream(probs, targs, losses, sizes, k).compute()
     lists = {'loss': losses, **{m: f(probs) for m, f in MEASURES.items()}}
@@ -84,8 +91,9 @@ def test_topk_and_counts_with_ties(sizes, k):
     assert res['brier_sum'] / 997 == pytest.approx(brier(probs, targs), rel=1e-12)
     assert res['nll_sum'] / 997 == pytest.approx(nll(probs, targs), rel=1e-12)
 
-def test_many_classes_and_confident_items():
+def test_many_classes_and_confident_items(monkeypatch):
     "A wide, mostly confident classifier: most items never get scored in full, and the lists are still exact"
+    monkeypatch.setattr(stats, '_HOLD', 256 * 300)  # blocks of 256 rows: the bounds skip items from the second on
     g = torch.Generator().manual_seed(2)
     n, c = 6000, 300
     targs = torch.randint(0, c, (n,), generator=g)
@@ -98,8 +106,9 @@ def test_many_classes_and_confident_items():
     np.testing.assert_array_equal(res['top']['loss']['idx'].numpy(), ref_top(losses.numpy(), 10))
     for x, y in zip(res['calibration_bins'], calibration_bins(probs, targs)): assert torch.equal(x, y)
 
-def test_rows_that_sum_to_1_only_within_the_tolerance():
+def test_rows_that_sum_to_1_only_within_the_tolerance(monkeypatch):
     "Rows summing to 1 + 1e-3 lift a measure over the bound from the top probability: such items must still be scored"
+    monkeypatch.setattr(stats, '_HOLD', 64 * 2)  # blocks of 64 rows: most are bounded before they are scored
     g = torch.Generator().manual_seed(4)
     e = torch.rand(3000, generator=g) * 4e-4  # two classes, sure of the first: normalized entropy up to 0.005
     probs = torch.stack([1 - e, e], 1)
@@ -109,6 +118,30 @@ def test_rows_that_sum_to_1_only_within_the_tolerance():
         want = ref_top(f(probs).numpy(), 10)
         if name != 'least_confidence': assert (want >= 2500).all(), name  # items the bound alone would skip
         np.testing.assert_array_equal(res['top'][name]['idx'].numpy(), want, err_msg=name)
+
+@pytest.mark.parametrize('c', [2, 3, 10, 100, 1000])
+def test_bounds_are_above_every_measure(c):
+    "The bound of each measure from the top probability and the sum of squares is never below the measure itself"
+    g = torch.Generator().manual_seed(c)
+    rows = [torch.distributions.Dirichlet(torch.full((c,), a)).sample((2000,)) for a in (0.01, 0.1, 1., 10., 1000.)]
+    eye = torch.eye(c)
+    rows += [torch.full((1, c), 1 / c), eye[:2], (eye[:1] + eye[1:2]) / 2]  # uniform, one-hot, a tie of two
+    probs = torch.cat(rows).float()
+    probs = probs / probs.sum(1, keepdim=True)
+    pmax, sq = probs.max(1).values, (probs.double() ** 2).sum(1)
+    for name, f in MEASURES.items():
+        over = (f(probs).double() - _bound(name, pmax, sq, c)).max().item()
+        assert over <= 1e-5, (name, over)  # float32 rounding of the measure alone; the slack covers far more
+
+def test_a_loop_that_reuses_its_batch_tensors(hold):
+    "Batches held back are copies: a loop writing the next batch into the same tensors changes none of the figures"
+    probs, targs, losses = tied_data()
+    s, p, t, l = StreamingStats(C, K), torch.empty(50, C), torch.empty(50, dtype=torch.long), torch.empty(50)
+    for start in range(0, 997, 50):
+        n = min(50, 997 - start)
+        p[:n], t[:n], l[:n] = probs[start:start + n], targs[start:start + n], losses[start:start + n]
+        s.update(p[:n], t[:n], l[:n])
+    assert_same(s.compute(), stream(probs, targs, losses, [997]).compute())
 
 def test_one_row_of_many_classes_scores_as_in_a_batch():
     "torch sums one row of 32,768 values or more over several threads: a lone row must still score as the whole set does"
