@@ -7,18 +7,20 @@ import warnings
 
 import pandas as pd, torch
 
-from .core import (CalibrationBins, as_probs, bin_sums, brier_terms, check_finite, class_targets, ece_from_bins,
+from .core import (CalibrationBins, bin_sums, brier_terms, check_finite, class_targets, ece_from_bins,
                    item_nll, mce_from_bins)
 
 def _checked(probs, targs, multilabel):
     "`probs` as float (N, C) in [0, 1], `targs` as (N,) classes or (N, L) float labels: each input's one check"
-    p = as_probs(probs, multiclass=False)
+    p = torch.as_tensor(probs)
+    p = p.double() if p.dtype == torch.float64 else p.float()  # as `as_probs` has them, its finite check below
     if multilabel and p.ndim == 1: p = p[:, None]  # a one-output binary model
     if p.ndim != 2:
         raise ValueError(f"Calibration needs one row of probabilities per item, shape (N, C), "
                          f"got shape {tuple(p.shape)}")
     if not len(p): raise ValueError("Calibration needs at least one item")
-    lo, hi = torch.aminmax(p)
+    lo, hi = torch.aminmax(p)  # one pass for both checks: NaN and inf show in the min or max
+    if not (torch.isfinite(lo) and torch.isfinite(hi)): check_finite(p, 'probabilities')  # says how many rows
     if lo < 0 or hi > 1:
         raise ValueError(f"Calibration needs probabilities, and these range from {float(lo):.4g} to {float(hi):.4g}: "
                          f"pass what get_preds returns, not the model's raw outputs")
