@@ -206,7 +206,9 @@ def _check_range(model, activation, probs):
     "Warn once when a classifier's activation hands back values outside [0, 1]: they are not probabilities"
     if activation.kind not in ('multiclass', 'multilabel') or not isinstance(probs, torch.Tensor): return
     if not probs.numel(): return
-    lo, hi = torch.aminmax(torch.nan_to_num(probs.detach().float(), nan=0.5))
+    lo, hi = torch.aminmax(probs.detach())
+    if lo >= -1e-6 and hi <= 1 + 1e-6: return  # the common case in one pass, no copy (NaN fails both comparisons)
+    if torch.isnan(lo) or torch.isnan(hi): lo, hi = torch.aminmax(torch.nan_to_num(probs.detach().float(), nan=0.5))
     if lo >= -1e-6 and hi <= 1 + 1e-6: return
     _warn_once(model, 'range', f"The activation of {activation.loss} ({activation.name}) gave values from "
                f"{float(lo):.4g} to {float(hi):.4g}, outside [0, 1]: they are NOT probabilities. The model's outputs "

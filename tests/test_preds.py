@@ -262,3 +262,14 @@ def test_an_activation_that_leaves_0_1_is_said():
     learn = identity_learner(z, torch.zeros(8, dtype=torch.long), ExpLoss())
     with pytest.warns(UserWarning, match=r'outside \[0, 1\]: they are NOT probabilities'):
         with learn.no_bar(): learn.get_preds()
+
+def test_the_range_check_sees_past_nan():
+    "NaN among the probabilities of `activate` must not hide values outside [0, 1] (NaN fails every comparison)"
+    from fastinterp.preds import _check_range
+    from fastinterp.activations import activation_for
+    model, act = nn.Linear(2, 2), activation_for(nn.CrossEntropyLoss())
+    with pytest.warns(UserWarning, match=r'from 0\.1 to 3, outside \[0, 1\]'):
+        _check_range(model, act, torch.tensor([[float('nan'), 3.], [0.1, 0.9]]))
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        _check_range(nn.Linear(2, 2), act, torch.tensor([[float('nan'), 0.4], [0.1, 0.9]]))  # in range: no word
