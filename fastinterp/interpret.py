@@ -15,13 +15,14 @@ import fastai.interpret
 
 from .activations import activation_for
 from .calibration import calibration_bins, calibration_metrics, metrics_from_sums
+from .intervals import bootstrap_calibration
 from .core import _nonfinite_rows, as_classes, check_k, confusion_counts, item_nll, nonfinite_message, output_kind, topk
 from .loaders import _is_distributed, every_item_dl, in_order
 from .passes import no_bar
 from .patching import add_patch
 from .preds import _outputs_are_probs, activate, decision_thresh, learner_temperature, stock_get_preds
 from .streaming import StreamingCallback, batch_losses, stream
-from .stats import StreamingStats
+from .stats import ABSTAIN_EDGES, StreamingStats
 from .uncertainty import MEASURES, mc_dropout
 from .show import idx_list
 from .views import Rows, Views, source
@@ -259,6 +260,12 @@ class ClassificationInterpretation(Views, fastai.interpret.ClassificationInterpr
         if not self.multilabel: res['accuracy'] = self._accuracy()  # of the decisions shown
         return res
 
+    def _calibration_ci(self, n_bins, ci, n_resamples, seed):
+        if self.multilabel:
+            raise ValueError("calibration(ci=) resamples single-label predictions: for a multi-label model, "
+                             "calibration() gives the pooled figures without intervals")
+        return bootstrap_calibration(self.probs, self.targs, 15 if n_bins is None else n_bins, ci, n_resamples, seed)
+
     def _provenance(self):
         src = [source(self.learn, self.dl)]
         n_tta = getattr(self, 'n_tta', None)
@@ -266,6 +273,8 @@ class ClassificationInterpretation(Views, fastai.interpret.ClassificationInterpr
             n_tta = sum(str(r).startswith('pass ') for r in self.tta_report.index)
         if n_tta is not None or self.tta_report is not None: src.append(f"TTA {n_tta or '?'} passes")
         if self.extra_measures: src.append(f"MC dropout {getattr(self, 'mc_passes', None) or '?'} passes")
+        if getattr(self, 'n_folds', None):
+            src.append(f"out of fold: {self.n_folds} models, each item predicted by the one not trained on it")
         return ['from ' + ' · '.join(src + self._temperature_note())]
 
 class StreamingInterpretation(Views):
@@ -325,12 +334,6 @@ class StreamingInterpretation(Views):
         stats = stream(learn, dl, cb, progress)
         return cls(learn, dl, stats, _vocab(inner, stats.n_classes), cb.items_per_s, act)
 
-    @property
-    def accuracy(self):
-        "Share of items predicted right"
-        self._need_labels('accuracy')
-        return self._accuracy()
-
     # --- how the views get their numbers: from counts, bin sums and the kept items
     def _n(self): return self.n
     def _has_losses(self): return bool(self.stats.with_loss)
@@ -380,6 +383,15 @@ class StreamingInterpretation(Views):
     def _confusion(self): return self.res['confusion'].copy()
     def _pred_counts(self): return self.res['pred_counts']
 
+    def _abstain(self, measure, view):
+        "The streamed counts of the items by their least confidence, in `ABSTAIN_EDGES`' bins"
+        self._need_labels(view)
+        if measure != 'least_confidence':
+            raise ValueError(f"{view}(measure={measure!r}): streaming counts the items by least confidence "
+                             f"(1 - p(top)) only; use measure='least_confidence', or the in-memory interpretation")
+        return (torch.as_tensor(self.res['abstain_count']), torch.as_tensor(self.res['abstain_correct']),
+                ABSTAIN_EDGES)
+
     def _bins(self, view, n_bins):
         "The streamed calibration bins, if `n_bins` is None or the number streamed: bins cannot be cut again"
         if n_bins is not None and n_bins != self.stats.n_bins:
@@ -392,11 +404,17 @@ class StreamingInterpretation(Views):
         # (and process by process): the same figures up to the order of float64 additions
         return metrics_from_sums(self._bins('calibration', n_bins), self.res['brier_sum'], self.res['nll_sum'])
 
+    def _calibration_ci(self, n_bins, ci, n_resamples, seed):
+        raise ValueError("calibration(ci=) resamples the items (a bootstrap), and streaming kept only their bin sums: "
+                         "accuracy(ci=) and classification_report(ci=) have intervals from the counts; for ECE, Brier "
+                         "and NLL build the in-memory interpretation")
+
     def _provenance(self):
         lists = (['loss'] if self.stats.with_loss else []) + list(self.stats.measures)
         rest = [f"top {self.k} kept of {len(lists)} lists ({', '.join(lists)})",
                 f"{self.stats.n_bins} calibration bins"]
-        return ['streamed from ' + source(self.learn, self.dl), ' · '.join(rest + self._temperature_note())]
+        return ['streamed from ' + source(self.learn, self.dl), ' · '.join(rest + self._temperature_note()),
+                "risk-coverage counted by 1 - p(top) in bins: each threshold known to 0.8%"]
 
 _FastaiCI = fastai.interpret.ClassificationInterpretation
 _stock_from_learner = _FastaiCI.from_learner.__func__

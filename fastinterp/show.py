@@ -1,7 +1,7 @@
 "Showing interpretation results, with numbers printed so that they never mislead"
 
 __all__ = ['format_prob', 'format_probs', 'format_prob_groups', 'format_loss', 'format_pct', 'idx_list', 'show_items',
-           'plot_confusion', 'reliability_diagram', 'reliability_diagram_from_bins']
+           'plot_confusion', 'reliability_diagram', 'reliability_diagram_from_bins', 'plot_risk_coverage']
 
 import math, operator, textwrap
 import numpy as np, pandas as pd, torch
@@ -425,3 +425,56 @@ def reliability_diagram(probs, targs,
     bins = calibration_bins(probs, targs, n_bins, multilabel)
     return reliability_diagram_from_bins(bins, multilabel, title, figsize, min_count)
 
+
+def _threshold_text(t, measure):
+    "A threshold in words: least confidence reads as the top probability it keeps"
+    if measure == 'least_confidence': return f"p(top) ≥ {format_prob(max(0., 1 - t))}"
+    return f"{measure} ≤ {t:.4g}"
+
+def plot_risk_coverage(rc, # `risk_coverage`'s DataFrame: threshold, n, coverage, accuracy, risk
+        marks=(), # `Selection`s to mark, one per target accuracy
+        targets=(), # The target accuracies of `marks`
+        measure:str='least_confidence', # Name of the measure abstained by
+        aurc:float|None=None, # Area under the risk-coverage curve, for the title
+        title:str|None=None, # First line of the title
+        figsize=(7.2, 5.6), # Size of the figure in inches, the legend beneath included
+    ):
+    """Accuracy of the items predicted against the share predicted (coverage), each target's threshold marked
+
+    >>> import pandas as pd
+    >>> rc = pd.DataFrame({'threshold': [0.01, 0.2, 0.6], 'n': [5, 8, 10], 'coverage': [0.5, 0.8, 1.0],
+    ...                    'accuracy': [1.0, 0.875, 0.8], 'risk': [0.0, 0.125, 0.2]})
+    >>> fig = plot_risk_coverage(rc)
+    >>> fig.axes[0].get_xlabel()
+    'Coverage: share of the items predicted'
+    >>> plt.close(fig)
+    """
+    fig, ax = plt.subplots(figsize=figsize, layout='constrained')
+    cov, acc = rc['coverage'].to_numpy(), rc['accuracy'].to_numpy()
+    # one point per threshold: items of one value enter together, so the curve has steps, not a line through them
+    ax.step(np.r_[0, cov], np.r_[acc[0], acc], where='post', color=_BAR, linewidth=1.8,
+            label='Accuracy of the predicted')
+    ax.plot(cov, acc, 'o', color=_BAR, markersize=2.5)
+    ax.axhline(acc[-1], color='0.5', linestyle=':', linewidth=1, label=f"Predicting every item: {format_pct(acc[-1])}")
+    colours = ['#1a7f37', '#b7791f', '#6b46c1', '#c53030']
+    for j, (sel, target) in enumerate(zip(marks, targets)):
+        c = colours[j % len(colours)]
+        ax.axhline(target, color=c, linestyle='--', linewidth=1)
+        if sel.threshold is None:
+            label = f"{format_pct(target)} accuracy: no threshold reaches it"
+        else:
+            label = (f"{format_pct(target)} accuracy: predict {format_pct(sel.coverage)} of the items "
+                     f"({_threshold_text(sel.threshold, measure)})")
+            ax.plot([sel.coverage], [sel.accuracy], 'D', color=c, markersize=7, zorder=5)
+        ax.plot([], [], '--D', color=c, label=label)
+    lo = min(float(acc.min()), *(float(t) for t in targets)) if len(targets) else float(acc.min())
+    ax.set(xlim=(0, 1.01), ylim=(max(0, lo - 0.05 * (1.02 - lo) - 0.01), 1.005),
+           xlabel='Coverage: share of the items predicted', ylabel='Accuracy of the items predicted')
+    head = title or ('When to abstain: predict where p(top) is at least a threshold' if measure == 'least_confidence'
+                     else f"When to abstain: predict where {measure} is at most a threshold")
+    sub = f"{len(rc):,} thresholds · {int(rc['n'].iloc[-1]):,} items"
+    if aurc is not None: sub += f" · AURC {aurc:.4f} (area under risk = 1 - accuracy; lower is better)"
+    ax.set_title(f"{head}\n{sub}", fontsize=10)
+    ax.grid(alpha=0.25)
+    ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(0, -0.14), frameon=False)  # below: never over the curve
+    return fig

@@ -15,10 +15,16 @@ from .uncertainty import MEASURES, scores
 # processes
 _REDUCE = {'n': 'sum', 'pred_counts': 'sum', 'confusion': 'sum',
            **{f'bins_{f}': 'sum' for f in CalibrationBins._fields},
-           'brier_sum': 'sum', 'nll_sum': 'sum', 'top': 'topk'}
+           'brier_sum': 'sum', 'nll_sum': 'sum', 'abstain_count': 'sum', 'abstain_correct': 'sum', 'top': 'topk'}
 _FIELDS = ('score', 'idx', 'probs', 'decoded', 'targ', 'loss')  # what is kept of each top item: enough to show it
 
 _HOLD = 2 ** 21  # values of small batches' probabilities added together: 8 MB of float32, whatever the number of items
+
+# Selective prediction streamed: the items counted by their least confidence 1 - p(top), in bins (e_{i-1}, e_i] whose
+# upper edges are 0 (p(top) = 1 exactly), then 2,000 log-spaced from 1e-7 to 1: a threshold is known to 0.8% of its
+# value (a good model's thresholds lie near 0, where equal-width bins would lump them together)
+ABSTAIN_EDGES = torch.cat([torch.tensor([-1e-9, 0.], dtype=torch.float64),
+                           torch.logspace(-7, 0, 2000, dtype=torch.float64)])
 
 def _no_items(n_classes, device=None):
     "An empty list of kept items"
@@ -34,6 +40,7 @@ def _init_state(n_classes, n_bins, lists, device=None):
             'bins_correct': z(n_bins + 1, dtype=torch.float64)}
     return {'n': z(()), 'pred_counts': z(n_classes), 'confusion': z(n_classes, n_classes), **bins,
             'brier_sum': z((), dtype=torch.float64), 'nll_sum': z((), dtype=torch.float64),
+            'abstain_count': z(len(ABSTAIN_EDGES) - 1), 'abstain_correct': z(len(ABSTAIN_EDGES) - 1),
             'top': {l: _no_items(n_classes, device) for l in lists}}
 
 def _select(a, b, k):
@@ -105,6 +112,12 @@ def _update(kept, # The state's top-k lists, read only
         # brier_terms' sum_c (p_c - [c = t])^2 as |p|^2 - 2 p_t + 1, its |p|^2 computed once for the bounds too
         res['sums']['brier_sum'] = (sq - 2 * probs.gather(1, targs.view(-1, 1))[:, 0].double() + 1).sum()
         res['sums']['nll_sum'] = item_nll(probs, targs).double().sum()
+        # least confidence as the in-memory measure has it (float32), binned so that threshold e_i predicts u <= e_i
+        u = (1 - pmax).clamp(0, 1).double()
+        at = torch.bucketize(u, ABSTAIN_EDGES[1:].to(u.device))
+        nb = len(ABSTAIN_EDGES) - 1
+        res['sums']['abstain_count'] = torch.bincount(at, minlength=nb)
+        res['sums']['abstain_correct'] = torch.bincount(at[decoded == targs], minlength=nb)  # the decisions shown
     if k == 0: return res
     rows = {'probs': probs, 'decoded': decoded, 'idx': idxs,
             'targ': targs if targs is not None else torch.full_like(decoded, -1),
@@ -144,6 +157,7 @@ def _compute(state):
             'confusion': cpu(state['confusion']).numpy(),
             'calibration_bins': CalibrationBins(*(cpu(state[f'bins_{f}']) for f in CalibrationBins._fields)),
             'brier_sum': float(state['brier_sum']), 'nll_sum': float(state['nll_sum']),
+            **{f: cpu(state[f]).numpy() for f in ('abstain_count', 'abstain_correct')},
             'top': {l: {f: cpu(v) for f, v in kept.items()} for l, kept in state['top'].items()}}
 
 # --- across processes

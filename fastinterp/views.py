@@ -10,7 +10,11 @@ import sklearn.metrics as skm
 from fastai.torch_core import to_device
 
 from .activations import ACTIVATIONS, _activation_for
-from .core import as_probs, normalize_confusion, report_from_confusion, topk
+from .core import as_probs, check_k, normalize_confusion, report_from_confusion, topk
+from .intervals import Estimate, check_ci, wilson_interval
+from .labels import estimate_label_errors, find_label_issues, label_scores, suggested_labels
+from .selective import (aurc, aurc_from_bins, coverage_at, coverage_at_from_bins, risk_coverage,
+                        risk_coverage_from_bins)
 from .uncertainty import MEASURES, multilabel_uncertainty, scores, uncertainty
 from . import show
 
@@ -46,6 +50,8 @@ class Views:
     def _bins(self, view, n_bins): raise NotImplementedError  # `CalibrationBins` of the top-label confidence
     def _calibration(self, n_bins)->dict: raise NotImplementedError  # ECE, MCE, Brier, NLL
     def _provenance(self)->list: raise NotImplementedError  # the repr's lines on where the numbers come from
+    def _selective(self, measure)->tuple: raise NotImplementedError  # (risk_coverage, aurc, coverage_at) of `measure`
+    def _calibration_ci(self, n_bins, ci, n_resamples, seed)->dict: raise NotImplementedError  # name -> (lo, hi)
 
     # --- what every view checks
     def _need_labels(self, what):
@@ -64,11 +70,33 @@ class Views:
                 if match(v): return i
         raise ValueError(f"Class {cls!r} is not in the vocab: {list(self.vocab)}")
 
+    def _right_count(self)->tuple:
+        "(items predicted right, items): multilabel, every label right"
+        if self.multilabel:
+            right = self.correct()
+            return int(right.sum()), len(right)
+        cm = self._confusion()
+        return int(np.trace(cm)), int(cm.sum())
+
     def _accuracy(self)->float:
         "Share of items predicted right (multilabel: every label right)"
-        if self.multilabel: return float(self.correct().double().mean())
-        cm = self._confusion()
-        return float(np.trace(cm) / cm.sum())
+        k, n = self._right_count()
+        return k / n
+
+    def accuracy(self,
+        ci:float|None=None, # Confidence level of a Wilson interval, e.g. 0.95; None: the share alone
+    )->float:
+        """Share of items predicted right (multilabel: every label right); with `ci`, an `Estimate` with its interval
+
+        >>> interp = fastinterp.ClassificationInterpretation.from_learner(learn, progress=False)
+        >>> a = interp.accuracy(ci=0.95)  # a float, with .lo and .hi: a Wilson interval of the right answers
+        >>> a.lo <= a <= a.hi, a == interp.accuracy()
+        (True, True)
+        """
+        self._need_labels('accuracy')
+        k, n = self._right_count()
+        if ci is None: return k / n
+        return Estimate(k / n, *wilson_interval(k, n, check_ci(ci)), ci)
 
     # --- per item
     def uncertainty(self, measure='entropy'):
@@ -186,7 +214,9 @@ class Views:
         order = np.lexsort((j, i, -cm[i, j]))
         return [(self.vocab[i[o]], self.vocab[j[o]], int(cm[i[o], j[o]])) for o in order]
 
-    def per_class(self):
+    def per_class(self,
+        ci:float|None=None, # Confidence level of Wilson intervals of recall and precision, e.g. 0.95
+    ):
         "Per class: items labelled (support) and predicted, right answers, recall (the class's accuracy) and precision"
         self._single_label('per_class')
         df = pd.DataFrame({'class': self.vocab, 'predicted': self._pred_counts()})
@@ -197,19 +227,39 @@ class Views:
         with np.errstate(all='ignore'):
             df['recall'] = np.nan_to_num(df['correct'] / df['support'])
             df['precision'] = np.nan_to_num(df['correct'] / df['predicted'])
+        if ci is not None:  # an interval for each share: of a class of 36 items, recall is known to about 10 points
+            ci = check_ci(ci)
+            df['recall_lo'], df['recall_hi'] = wilson_interval(df['correct'].to_numpy(), df['support'].to_numpy(), ci)
+            df['precision_lo'], df['precision_hi'] = wilson_interval(df['correct'].to_numpy(),
+                                                                     df['predicted'].to_numpy(), ci)
         return df
 
-    def classification_report(self, **kwargs):
-        "scikit-learn's classification report (precision, recall, f1 per class or label) as a string"
+    def _counts_per_class(self):
+        "(names, right, predicted, support) per class, or per label of a multi-label model"
+        cm = self._confusion()
+        if self.multilabel: return [str(v) for v in self.vocab], cm[:, 1, 1], cm[:, :, 1].sum(1), cm[:, 1].sum(1)
+        return [str(v) for v in self.vocab], np.diag(cm), cm.sum(0), cm.sum(1)
+
+    def classification_report(self,
+        ci:float|None=None, # Confidence level of Wilson intervals of precision and recall, e.g. 0.95
+        **kwargs # Passed to scikit-learn's `classification_report` (digits, ...) when `ci` is None
+    ):
+        "scikit-learn's classification report (precision, recall, f1 per class or label), a string; `ci`: intervals"
         self._need_labels('classification_report')
+        if ci is not None:
+            if kwargs: raise ValueError(f"{', '.join(kwargs)} are for scikit-learn's report, which has no intervals")
+            return _report_with_intervals(*self._counts_per_class(), self._right_count(), check_ci(ci),
+                                          self.multilabel)
         if not self.multilabel: return report_from_confusion(self._confusion(), self.vocab, **kwargs)
         r = self._every('classification_report', 'of a multi-label model reads every label of every item')
         return skm.classification_report(r.targs.numpy(), r.decoded.numpy(), target_names=[str(v) for v in self.vocab],
                                          zero_division=0, **kwargs)
 
-    def print_classification_report(self):
-        "Print scikit-learn's classification report"
-        print(self.classification_report())
+    def print_classification_report(self,
+        ci:float|None=None, # Confidence level of intervals of precision and recall, e.g. 0.95
+    ):
+        "Print scikit-learn's classification report (with `ci`: precision and recall with their intervals)"
+        print(self.classification_report(ci))
 
     def best_thresholds(self):
         "Multilabel: per label, the threshold on p(label) maximizing F1 on this data, with that F1"
@@ -227,10 +277,26 @@ class Views:
     # --- calibration
     def calibration(self,
         n_bins:int|None=None, # Equal-width bins of ECE and MCE (None: 15, or the number streamed)
+        ci:float|None=None, # Confidence level of intervals, e.g. 0.95: a bootstrap over items, accuracy's Wilson's
+        n_resamples:int=1000, # Bootstrap resamples, with `ci`
+        seed:int=0, # Seed of the bootstrap, with `ci`
     )->dict:
-        "ECE, MCE, Brier score, NLL and accuracy of the probabilities (multilabel: pooled over labels, and `label_ece`)"
+        """ECE, MCE, Brier score, NLL and accuracy of the probabilities (multilabel: pooled over labels, and
+        `label_ece`); with `ci`, each an `Estimate` (a float with its interval)
+
+        >>> interp = fastinterp.ClassificationInterpretation.from_learner(learn, progress=False)
+        >>> m = interp.calibration(ci=0.95, n_resamples=200)
+        >>> m['ece'].lo <= m['ece'] <= m['ece'].hi, m['ece'] == interp.calibration()['ece']
+        (True, True)
+        """
         self._need_labels('calibration')
-        return self._calibration(n_bins)
+        res = self._calibration(n_bins)
+        if ci is None: return res
+        ci = check_ci(ci)
+        lims = self._calibration_ci(n_bins, ci, n_resamples, seed)
+        res = {k: Estimate(v, *lims[k], ci) if k in lims else v for k, v in res.items()}
+        if 'accuracy' in res: res['accuracy'] = self.accuracy(ci)  # Wilson's, as accuracy(ci) has it
+        return res
 
     def plot_reliability(self,
         n_bins:int|None=None, # Equal-width confidence bins (None: 15, or the number streamed)
@@ -239,6 +305,139 @@ class Views:
         "Reliability diagram: accuracy per confidence bin against the diagonal, gap shaded, histogram beneath"
         self._need_labels('plot_reliability')
         show.reliability_diagram_from_bins(self._bins('plot_reliability', n_bins), self.multilabel, **kwargs)
+
+    # --- label issues: which given labels are likely wrong (confident learning, Northcutt et al. 2021)
+    def _given(self, view):
+        "Every item's probabilities and given labels, for the label-issue views"
+        self._need_labels(view)
+        self._single_label(view)
+        r = self._every(view, 'scores every item against the per-class thresholds of all items')
+        return r.probs, r.targs
+
+    def label_issues(self,
+        k:int|None=None, # How many, most likely first; None: as many as confident learning estimates are wrong
+        method:str='self_confidence', # 'self_confidence', 'normalized_margin' or 'confidence_weighted_entropy'
+    ):
+        """(scores, idxs) of the items whose given label is most likely wrong, scores in [0, 1], highest first
+
+        >>> interp = fastinterp.ClassificationInterpretation.from_learner(learn, progress=False)
+        >>> scores, idxs = interp.label_issues()  # as many as estimate_label_errors() counts
+        >>> len(idxs) == interp.estimate_label_errors().count, bool((scores[:-1] >= scores[1:]).all())
+        (True, True)
+        """
+        p, t = self._given('label_issues')
+        if k is None: return find_label_issues(p, t, method)
+        return topk(label_scores(p, t, method), check_k(k))
+
+    def estimate_label_errors(self):
+        """Confident learning's estimate of the number of label errors: `count`, and `pairs` (given, suggested, count)
+
+        >>> interp = fastinterp.ClassificationInterpretation.from_learner(learn, progress=False)
+        >>> est = interp.estimate_label_errors()
+        >>> est.pairs.columns.tolist(), est.count == round(est.pairs['count'].sum())
+        (['given', 'suggested', 'count'], True)
+        """
+        p, t = self._given('estimate_label_errors')
+        count, joint = estimate_label_errors(p, t)
+        i, j = np.nonzero(joint.numpy() > 0)
+        pairs = pd.DataFrame({'given': [self.vocab[a] for a in i], 'suggested': [self.vocab[b] for b in j],
+                              'count': joint.numpy()[i, j].round().astype(np.int64)})
+        pairs = pairs.sort_values('count', ascending=False, kind='stable').reset_index(drop=True)
+        return LabelErrors(count, pairs)
+
+    def label_issues_df(self,
+        k:int|None=None, # How many, most likely first; None: the estimated number of label errors
+        method:str='self_confidence', # How the items are scored, see `label_issues`
+    ):
+        """One row per likely label error, most likely first: item, given and suggested label, their probabilities
+
+        >>> interp = fastinterp.ClassificationInterpretation.from_learner(learn, progress=False)
+        >>> interp.label_issues_df(3).columns.tolist()
+        ['idx', 'item', 'given', 'suggested', 'p_given', 'p_suggested', 'score']
+        """
+        s, idxs = self.label_issues(k, method)
+        p, t = self._given('label_issues_df')
+        sug = suggested_labels(p[idxs], t[idxs])
+        names = self._item_names()
+        at = torch.arange(len(idxs))
+        return pd.DataFrame({'idx': idxs.numpy(), 'item': [names[i] for i in idxs.tolist()],
+                             'given': [self.vocab[c] for c in t[idxs].tolist()],
+                             'suggested': [self.vocab[c] for c in sug.tolist()],
+                             'p_given': p[idxs][at, t[idxs]].numpy(), 'p_suggested': p[idxs][at, sug].numpy(),
+                             'score': s.numpy()})
+
+    def plot_label_issues(self,
+        k:int|MutableSequence=9, # Number of items, or ranks in the ranking (a list)
+        method:str='self_confidence', # How the items are scored, see `label_issues`
+        **kwargs # nrows, ncols, figsize of the grid; the rest to each image's `show`
+    ):
+        "Show the items most likely mislabelled; title: the given label and the suggested one, with p, and the file"
+        _, idxs = _ranked(lambda n: self.label_issues(n, method), k)
+        p, t = self._given('plot_label_issues')
+        sug = suggested_labels(p[idxs], t[idxs]).tolist()
+        names, files = [str(v) for v in self.vocab], self._item_names()
+        given = t[idxs].tolist()
+        fps = show.format_prob_groups([[float(p[i, g]), float(p[i, c])] for i, g, c in zip(idxs.tolist(), given, sug)])
+        titles = [f"given {names[g]}: {a} · suggested {names[c]}: {b}" + _file_line(files[i])
+                  for i, g, c, (a, b) in zip(idxs.tolist(), given, sug, fps)]
+        show.show_items(self, idxs, titles, None, suptitle=f'Likely label errors, by {method}', **kwargs)
+
+    # --- selective prediction: predict where the measure is at most a threshold, abstain elsewhere
+    def _abstain(self, measure, view):
+        "(uncertainty, correct, None) per item, or per-bin (count, correct, edges) when streamed"
+        self._need_labels(view)
+        return self.uncertainty(measure), self.correct(), None
+
+    def risk_coverage(self,
+        measure='least_confidence', # Uncertainty measure to abstain by (a name in `MEASURES`; 1 - p(top) by default)
+    ):
+        """Per threshold: the share of items predicted (coverage) and their accuracy and risk, by coverage
+
+        >>> interp = fastinterp.ClassificationInterpretation.from_learner(learn, progress=False)
+        >>> rc = interp.risk_coverage()  # predict where 1 - p(top) <= threshold
+        >>> rc.columns.tolist(), float(rc['coverage'].iloc[-1])
+        (['threshold', 'n', 'coverage', 'accuracy', 'risk'], 1.0)
+        """
+        u, c, edges = self._abstain(measure, 'risk_coverage')
+        return risk_coverage(u, c) if edges is None else risk_coverage_from_bins(u, c, edges)
+
+    def aurc(self,
+        measure='least_confidence', # Uncertainty measure to abstain by
+    )->float:
+        """Area under the risk-coverage curve (Geifman and El-Yaniv 2017): lower is better, 0 for a model never wrong
+
+        >>> interp = fastinterp.ClassificationInterpretation.from_learner(learn, progress=False)
+        >>> 0 <= interp.aurc() <= 1 - interp.accuracy()  # a ranking no better than chance gives the error rate
+        True
+        """
+        u, c, edges = self._abstain(measure, 'aurc')
+        return aurc(u, c) if edges is None else aurc_from_bins(u, c, edges)
+
+    def coverage_at(self,
+        accuracy:float=0.99, # Accuracy the predicted items must reach
+        measure='least_confidence', # Uncertainty measure to abstain by
+    ):
+        """The `Selection` (threshold, coverage, accuracy, n) of the most items predicted at `accuracy` or better
+
+        >>> interp = fastinterp.ClassificationInterpretation.from_learner(learn, progress=False)
+        >>> sel = interp.coverage_at(0.9)  # predict where 1 - p(top) <= sel.threshold
+        >>> sel.accuracy >= 0.9 if sel.threshold is not None else sel.coverage == 0
+        True
+        """
+        u, c, edges = self._abstain(measure, 'coverage_at')
+        return coverage_at(u, c, accuracy) if edges is None else coverage_at_from_bins(u, c, edges, accuracy)
+
+    def plot_risk_coverage(self,
+        measure='least_confidence', # Uncertainty measure to abstain by
+        accuracy=(0.99, 0.95), # Target accuracies whose threshold and coverage are marked
+        **kwargs # Passed to `show.plot_risk_coverage` (title, figsize)
+    ):
+        "Accuracy of the items predicted against the share predicted, as the threshold on `measure` rises"
+        rc = self.risk_coverage(measure)
+        name = measure if isinstance(measure, str) else getattr(measure, '__name__', 'uncertainty')
+        marks = [self.coverage_at(a, measure) for a in np.atleast_1d(accuracy)]
+        show.plot_risk_coverage(rc, marks, [float(a) for a in np.atleast_1d(accuracy)], name, self.aurc(measure),
+                                **kwargs)
 
     # --- plots: each draws one figure and returns None, as fastai's do (a returned Figure shows twice in Jupyter)
     def _show(self, idxs, titles, **kwargs):
@@ -250,7 +449,7 @@ class Views:
         largest:bool=True, # Largest losses first, or smallest
         **kwargs # nrows, ncols, figsize of the grid, as fastai's; the rest to each image's `show` (cmap, ...)
     ):
-        "Show the `k` items with the largest losses; title: predicted class and p, actual class and p, loss"
+        "Show the `k` items with the largest losses; title: predicted class and p, given label and p, loss"
         _, idxs = _ranked(lambda n: self.top_losses(n, largest), k)
         self._show(idxs, self._titles(idxs, loss=True), suptitle='Top losses', **kwargs)
 
@@ -278,7 +477,7 @@ class Views:
         "Show the items labelled `cls` the model got right most confidently"
         _, idxs = _ranked(lambda n: self._by_class(cls, n, True, 'plot_most_correct'), k)
         # every one is right: the colours need no legend
-        self._show(idxs, self._titles(idxs), suptitle=f'Most confidently right: true {cls}', legend=False, **kwargs)
+        self._show(idxs, self._titles(idxs), suptitle=f'Most confidently right: labelled {cls}', legend=False, **kwargs)
 
     def plot_most_incorrect(self,
         cls, # Class whose items to show
@@ -288,7 +487,7 @@ class Views:
         "Show the items labelled `cls` the model got wrong, lowest p(cls) first"
         _, idxs = _ranked(lambda n: self._by_class(cls, n, False, 'plot_most_incorrect'), k)
         self._show(idxs, self._titles(idxs, loss=True), legend=False,
-                   suptitle=f'Worst misses: true {cls}, lowest p({cls}) first', **kwargs)
+                   suptitle=f'Worst misses: labelled {cls}, lowest p({cls}) first', **kwargs)
 
     def plot_confusion_matrix(self,
         normalize:bool|str|None=False, # fastai's True (rows: 'true'), or None/False (counts), 'true', 'pred', 'all'
@@ -330,17 +529,17 @@ class Views:
             on = torch.nonzero(r.decoded[j] + (r.targs[j] if self.labelled else 0)).view(-1).tolist()
             pred = _join([[f'{names[c]}: ', float(p[c])] for c in on if r.decoded[j, c]], ', ')
             lines = [['pred ', *(pred or ['none'])]]
-            if self.labelled: lines.append(['true ' + (', '.join(names[c] for c in on if r.targs[j, c]) or 'none')])
+            if self.labelled: lines.append(['given ' + (', '.join(names[c] for c in on if r.targs[j, c]) or 'none')])
         elif top:
             ps, cs = p.topk(min(top, len(p)))
             lines = [_join([[f'{names[c]}: ', v] for c, v in zip(cs.tolist(), ps.tolist())], '  ')]
-            if self.labelled: lines.append([f"true {names[r.targs[j]]}"])
+            if self.labelled: lines.append([f"given {names[r.targs[j]]}"])
         else:
             d = int(r.decoded[j])
             lines = [[f"pred {names[d]}: ", float(p[d])]]
             if self.labelled:
                 t = int(r.targs[j])
-                lines[0] += [f" · true {names[t]}: ", float(p[t])]
+                lines[0] += [f" · given {names[t]}: ", float(p[t])]
         return lines
 
     def _titles(self, idxs, loss=False, top=None, score=None):
@@ -406,7 +605,39 @@ class Views:
         T = getattr(self, 'temperature', None)
         return [] if T is None or getattr(self, 'act', None) is not None else [f"temperature {_thresh(T)}"]
 
+class LabelErrors(NamedTuple):
+    """Confident learning's estimate of the label errors: how many, and between which labels
+
+    >>> LabelErrors._fields
+    ('count', 'pairs')
+    """
+    count: int              # estimated number of items whose given label is wrong
+    pairs: pd.DataFrame     # given, suggested, count (the estimate, in whole items): most first
+
 # --- helpers of the views
+def _file_line(name):
+    "The item's file name on a title line of its own, shortened: a path names a flipped image's folder too"
+    s = str(name)
+    if '/' not in s and '\\' not in s: return ''
+    parts = s.replace('\\', '/').split('/')
+    short = '/'.join(parts[-2:])
+    return '\n' + (short if len(short) <= 28 else '…' + short[-27:])
+
+def _report_with_intervals(names, right, predicted, support, total, ci, multilabel):
+    "Precision and recall per class with Wilson intervals, and accuracy, as a table in a string"
+    pct = f"{100 * ci:g}%"
+    plo, phi = wilson_interval(right, predicted, ci)
+    rlo, rhi = wilson_interval(right, support, ci)
+    with np.errstate(all='ignore'): prec, rec = right / predicted, right / support
+    fmt = lambda v, lo, hi: 'n/a (none)' if not np.isfinite(v) else f"{v:.3f} ({lo:.3f} to {hi:.3f})"
+    rows = [(n, fmt(*a), fmt(*b), f"{int(s):,}") for n, a, b, s in
+            zip(names, zip(prec, plo, phi), zip(rec, rlo, rhi), support)]
+    k, n = total
+    lo, hi = wilson_interval(k, n, ci)
+    rows.append(('every label right' if multilabel else 'accuracy', '', fmt(k / n, lo, hi), f"{n:,}"))
+    df = pd.DataFrame(rows, columns=['', f'precision ({pct} CI)', f'recall ({pct} CI)', 'support'])
+    return df.to_string(index=False, justify='left') + f"\n(Wilson score intervals at {pct}; 'n/a': no item)"
+
 def _right(r, multilabel):
     "Per row of `r`: whether its prediction is right (multilabel: every label right)"
     return (r.decoded == r.targs).all(1) if multilabel else r.decoded == r.targs

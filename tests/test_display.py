@@ -69,7 +69,7 @@ def test_title_of_a_near_tie(digits_vision):
     it.targs = torch.ones(n, dtype=torch.long)
     with_probs(it, p)
     t = it._title(0)
-    a, b = re.match(r'pred 0: ([\d.]+) · true 1: ([\d.]+)$', t).groups()
+    a, b = re.match(r'pred 0: ([\d.]+) · given 1: ([\d.]+)$', t).groups()
     assert a != b and float(a) > float(b), t
     fig = drawn(lambda: it.plot_top_losses([n - 1]))  # the near tie has the smallest loss: the last rank
     assert titles(fig)[0].split('\n')[0] == t
@@ -81,10 +81,10 @@ def test_gallery_shares_one_number_of_decimals(digits_vision):
     p = two_classes(n, [[0.9986, 0.0014], [0.501, 0.499], [0.62, 0.38]])
     it.targs = torch.ones(n, dtype=torch.long)
     with_probs(it, p)
-    fig = drawn(lambda: it.plot_top_losses(4))  # the largest losses: p(true) 0.0014, then 0.3 three times
+    fig = drawn(lambda: it.plot_top_losses(4))  # the largest losses: p(given) 0.0014, then 0.3 three times
     nums = [s for t in titles(fig) for s in re.findall(r': ([\d.]+)', t.split('\n')[0])]
     assert len(nums) == 8 and {len(s.split('.')[1]) for s in nums} == {4}, nums
-    assert '0.9986 · true 1: 0.0014' in titles(fig)[0]
+    assert '0.9986 · given 1: 0.0014' in titles(fig)[0]
 
 # --- 2. fastai's API, parameter for parameter
 STOCK = fastai.interpret.ClassificationInterpretation
@@ -292,7 +292,7 @@ def test_repr_of_tta_mc_dropout_temperature_unlabelled(digits_vision, digits_pat
 def test_repr_of_streamed_and_of_activations(streamed, interp):
     lines = repr(streamed).splitlines()
     assert lines[:2] == ["StreamingInterpretation: 359 items, 10 classes (0, 1, 2, 3, …, 9)",
-                         f"  single-label, softmax of CrossEntropyLoss · accuracy {streamed.accuracy:.2%}"]
+                         f"  single-label, softmax of CrossEntropyLoss · accuracy {streamed.accuracy():.2%}"]
     assert lines[2] == "  streamed from the validation set (learn.dls[1])" and 'top 20 kept' in lines[3]
     assert all(len(l) <= 110 for l in lines)
     assert repr(fastinterp.activation_for(nn.CrossEntropyLoss())) == \

@@ -144,7 +144,7 @@ def test_plot_top_losses_titles_hold_the_numbers(interp, reference, tmp_path):
     ts = titles(fig)
     assert len(ts) == 6
     for t, i in zip(ts, idxs.tolist()):
-        m = re.match(r"pred (\d): ([\d.<>]+) · true (\d): ([\d.<>]+)\nloss ([\d.e-]+)", t)
+        m = re.match(r"pred (\d): ([\d.<>]+) · given (\d): ([\d.<>]+)\nloss ([\d.e-]+)", t)
         assert m, t
         d, pd_, tt, pt, l = m.groups()
         assert int(d) == probs[i].argmax() and int(tt) == targs[i]
@@ -184,8 +184,8 @@ def test_honest_numbers_in_titles(digits_vision):
     losses = F.nll_loss(probs.log(), targs, reduction='none')
     it = ClassificationInterpretation(digits_vision, dl, probs, targs, probs.argmax(1), losses)
     t = it._title(0, loss=True)
-    assert t.startswith('pred 1: 0.9986 · true 0: 0.0012') and '1.00' not in t
-    assert it._title(1).startswith('pred 0: 0.501 · true 1: 0.499')
+    assert t.startswith('pred 1: 0.9986 · given 0: 0.0012') and '1.00' not in t
+    assert it._title(1).startswith('pred 0: 0.501 · given 1: 0.499')
     assert '>0.9999' not in it._title(2) and '0.9999' in it._title(2)
 
 def test_unlabelled_test_dl(digits_vision, digits_path):

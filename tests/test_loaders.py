@@ -100,7 +100,7 @@ def test_from_learner_takes_a_torch_loader(learn, ds, digits_arrays):
     for streaming in (False, True):
         it = ClassificationInterpretation.from_learner(learn, dl=tud.DataLoader(ds, batch_size=64, shuffle=True),
                                                        streaming=streaming, progress=False)
-        if streaming: assert it.n == len(X) and it.accuracy == pytest.approx((by_hand(learn, X).argmax(1) == y).float().mean().item())
+        if streaming: assert it.n == len(X) and it.accuracy() == pytest.approx((by_hand(learn, X).argmax(1) == y).float().mean().item())
         else:
             torch.testing.assert_close(it.probs, by_hand(learn, X), atol=1e-6, rtol=0)
             assert torch.equal(it.targs, y)

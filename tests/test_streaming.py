@@ -243,7 +243,7 @@ def check_equal(st, ref, k):
     for norm in (None, 'true', 'pred', 'all'): np.testing.assert_array_equal(st.confusion_matrix(norm), ref.confusion_matrix(norm))
     assert st.most_confused() == ref.most_confused()
     assert st.classification_report() == ref.classification_report()
-    assert st.n == len(ref.probs) and st.accuracy == int((ref.decoded == ref.targs).sum()) / len(ref.targs)
+    assert st.n == len(ref.probs) and st.accuracy() == int((ref.decoded == ref.targs).sum()) / len(ref.targs)
     check_calibration(st, ref)
 
 def check_calibration(st, ref):
