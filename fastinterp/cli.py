@@ -34,6 +34,12 @@ def _check_args(k, tta, epochs=1):
         if not isinstance(v, int) or v < least:
             raise BadInput(f"{name} must be a whole number, {least} or more, got {v!r}")
 
+def _check_folds(folds, epochs):
+    "--folds: 0 (none), or 2 or more"
+    if not isinstance(folds, int) or folds < 0 or folds == 1:
+        raise BadInput(f"--folds must be 0 (no out-of-fold pass) or a whole number of folds, 2 or more, got {folds!r}")
+    _check_args(1, 0, epochs)
+
 def _quiet(learn):
     "No progress bars where the output is not a terminal: in a log or a pipe they are lines of control characters"
     return contextlib.nullcontext() if sys.stdout.isatty() else learn.no_bar()
@@ -78,7 +84,7 @@ def _temperature(learn, dl_of, items, labels, p, seed=0):
     def metrics():  # quiet: the report's own interpretation has already said what these would warn about
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', UserWarning)
-            return measure_calibration(ClassificationInterpretation.from_learner(learn, dl=dl_held))
+            return measure_calibration(ClassificationInterpretation.from_learner(learn, dl=dl_held), ci=0.95)
     # the learner's own: set aside, then restored
     had, own = 'temperature' in vars(learn), vars(learn).get('temperature')
     caught = []
@@ -111,6 +117,8 @@ def demo(out=DEFAULT_OUT, # Folder to write the report into
         k:int=9, # Items in each gallery of the report
         tta:int=4, # Augmented passes of test-time augmentation; 0: none
         file=None, # Where to print; stdout if None
+        folds:int=0, # Label issues out of fold over every digit, train and valid: this many models; 0: the valid set's
+        flip:float=0.0, # Percent of the digits' labels flipped (seeded) before training: errors for the report to find
     ):
     """Train a small CNN on the digits with a plain PyTorch loss; stock fastai's get_preds beside ours; the report
 
@@ -123,16 +131,27 @@ def demo(out=DEFAULT_OUT, # Folder to write the report into
     ('report.html', 10)
     """
     import fastinterp
+    import pandas as pd
     from .data import digits_folder, digits_learner
     from .interpret import ClassificationInterpretation
     from .report import write_report
     from fastai.vision.augment import aug_transforms
     if loss not in LOSSES: raise BadInput(f"unknown --loss {loss!r}: the choices are {', '.join(sorted(LOSSES))}")
     _check_args(k, tta, epochs)
-    data = Path(data or Path(tempfile.gettempdir())/'fastinterp-digits')
+    _check_folds(folds, epochs)
+    if isinstance(flip, bool) or not isinstance(flip, (int, float)) or not 0 <= flip < 100:
+        raise BadInput(f"--flip is a percent of the labels, from 0 to below 100, got {flip!r}")
+    default = 'fastinterp-digits' + (f'-flip{flip:g}' if flip else '')  # a folder per share flipped
+    data = Path(data or Path(tempfile.gettempdir())/default)
     p = lambda *a: print(*a, file=file or sys.stdout, flush=True)
-    try: p(f"Digits (scikit-learn, 1,797 8x8 images) as a PNG folder in {digits_folder(data)}")
+    try: p(f"Digits (scikit-learn, 1,797 8x8 images) as a PNG folder in {digits_folder(data, flip=flip / 100)}")
     except OSError as e: raise BadInput(f"cannot write the digits into {data} (--data): {e.strerror or e}") from None
+    except ValueError as e: raise BadInput(f"--data: {e}") from None
+    flipped = None
+    if flip:
+        flipped = [data/f for f in pd.read_csv(data/'flipped.csv')['file']]
+        p(f"{len(flipped)} labels flipped ({flip:g}%): those images sit in another class's folder, listed in "
+          f"{data/'flipped.csv'}")
     _out_dir(out)
     learn = digits_learner(data, loss_func=LOSSES[loss](), batch_tfms=aug_transforms(**DEMO_AUG))
     p(f"Training a small CNN for {epochs} epoch(s) with loss_func={learn.loss_func!r}, light augmentation")
@@ -146,10 +165,33 @@ def demo(out=DEFAULT_OUT, # Folder to write the report into
     tta_report = _tta(learn, interp.dl, tta, p)
     dl_of = lambda items, _: learn.dls.test_dl(items, with_labels=True)
     temp = _temperature(learn, dl_of, list(interp.dl.items), None, p)
+    files = sorted(data.glob('*/*/*.png'))  # every digit, train and valid
+    oof = _out_of_fold(_demo_learners(data, loss), files, folds, epochs, 1e-2, p)
     path = write_report(interp, out, k=k, title='fastinterp demo: digits', data=data/'valid', stock=rows,
-                        tta=tta_report, temperature=temp)
+                        tta=tta_report, temperature=temp, label_issues=oof, flipped=flipped)
+    if flipped is not None:
+        src = interp if oof is None else oof
+        listed = {str(f) for f in src.label_issues_df()['item']}
+        covered = {str(f) for f in src._item_names()}
+        mine = [f for f in flipped if str(f) in covered]
+        p(f"Flipped labels found: {sum(str(f) in listed for f in mine)} of the {len(mine)} flipped among the "
+          f"{len(covered):,} items covered ({'out of fold, train and valid' if oof is not None else 'valid set'}); "
+          f"{len(listed)} listed as likely label errors")
     p(f"\nReport: {path}")
     return learn, path
+
+def _demo_learners(data, loss):
+    "`make_learner(train, valid)` for `out_of_fold` on the digits' files, labelled by their folder, as the demo trains"
+    from fastai.vision.all import (CategoryBlock, DataBlock, ImageBlock, IndexSplitter, Learner, aug_transforms,
+                                   parent_label)
+    from .data import digits_cnn
+    def make_learner(train, valid):
+        block = DataBlock((ImageBlock, CategoryBlock(vocab=[str(c) for c in range(10)])), get_y=parent_label,
+                          splitter=IndexSplitter(range(len(train), len(train) + len(valid))),
+                          batch_tfms=aug_transforms(**DEMO_AUG))
+        dls = block.dataloaders(list(train) + list(valid), bs=64, num_workers=0)
+        return Learner(dls, digits_cnn(), loss_func=LOSSES[loss]())
+    return make_learner
 
 # --- `fastinterp report`: reading the data
 
@@ -376,6 +418,41 @@ def _check_labels(labels, vocab):
     raise BadInput(f"labels the learner does not know: {show(unknown)} (it knows {show(sorted(known))}); "
                    f"pass --unlabelled for the uncertainty part only")
 
+def _fold_learners(learn, labels_of, bs=64):
+    "`make_learner(train, valid)` for `out_of_fold`: the exported learner's pipeline and model, with fresh weights"
+    import copy
+    from fastai.data.core import DataLoaders, Datasets
+    from fastai.learner import Learner
+    ds = learn.dls.valid_ds
+    def data(items, split_idx):  # fastai's Datasets of the items and their labels, each through its own pipeline
+        labels = [labels_of[str(f)] for f in items]
+        tls = [tl._new(list(o), split_idx=split_idx) for tl, o in zip(ds.tls, (items, labels))]
+        for tl, o in zip(tls, (items, labels)): tl.tfms.fs = tl.tfms.fs[tl.infer_idx(o[0]):]
+        return Datasets(tls=tls)
+    def make_learner(train, valid):
+        model = copy.deepcopy(learn.model)
+        for m in model.modules():  # trained on no item yet: the exported weights saw the items being predicted
+            if hasattr(m, 'reset_parameters'): m.reset_parameters()
+        dls = DataLoaders(learn.dls.train.new(data(train, 0), bs=bs, shuffle=True, drop_last=len(train) > bs),
+                          learn.dls.valid.new(data(valid, 1), bs=bs, shuffle=False), device=learn.dls.device)
+        return Learner(dls, model, loss_func=learn.loss_func, opt_func=learn.opt_func, splitter=learn.splitter)
+    return make_learner
+
+def _out_of_fold(make_learner, items, folds, epochs, lr, p, seed=0):
+    "The out-of-fold interpretation of `items`, each fold's learner trained `epochs` at `lr` (None: no folds)"
+    from .folds import out_of_fold
+    if not folds: return None
+    p(f"Out of fold: {folds} models of {epochs} epoch(s) each, every one of the {len(items):,} items predicted by the "
+      f"one not trained on it")
+    def fit(learn):
+        with learn.no_logging(), _quiet(learn): learn.fit_one_cycle(epochs, lr)
+    try: interp = out_of_fold(make_learner, items, folds, fit=fit, seed=seed, progress=sys.stdout.isatty())
+    except ValueError as e: raise BadInput(f"--folds {folds}: {e}") from None
+    est = interp.estimate_label_errors()
+    p(f"Likely label errors, out of fold: {est.count:,} estimated ({100 * est.count / len(items):.1f}% of the items); "
+      f"out-of-fold accuracy {interp.accuracy():.4f}")
+    return interp
+
 def report(learner, # File written by `learn.export()`
         data, # Image folder labelled by parent folder name, or CSV of items and labels
         out=DEFAULT_OUT, # Folder to write the report into
@@ -386,6 +463,9 @@ def report(learner, # File written by `learn.export()`
         unlabelled:bool=False, # Ignore labels: the uncertainty part only
         imports=(), # Modules defining the learner's custom classes or functions
         file=None, # Where to print; stdout if None
+        folds:int=0, # Label issues out of fold: train this many fresh copies of the model, each on the other folds
+        epochs:int=4, # With `folds`: epochs to train each fold's model
+        lr:float=1e-3, # With `folds`: learning rate of `fit_one_cycle`
     ):
     """Write the report of an exported learner on the images of `data`
 
@@ -401,6 +481,7 @@ def report(learner, # File written by `learn.export()`
     from .interpret import ClassificationInterpretation
     from .report import write_report
     _check_args(k, tta)
+    _check_folds(folds, epochs)
     p = lambda *a: print(*a, file=file or sys.stdout, flush=True)
     learn = _load(learner, imports)
     activation, vocab = _classes(learn, learner)
@@ -427,7 +508,10 @@ def report(learner, # File written by `learn.export()`
     if labels is not None and activation.kind == 'unknown':
         p("Temperature scaling skipped: it divides logits, and whether this model outputs logits depends on its loss")
     elif labels is not None: temp = _temperature(learn, lambda i, l: labelled_dl(learn, i, l), items, labels, p)
-    path = write_report(interp, out, k=k, data=data, skipped=skipped, tta=tta_report, temperature=temp)
+    if folds and labels is None: raise BadInput("--folds finds label errors, and these items have no labels")
+    oof = _out_of_fold(_fold_learners(learn, dict(zip(map(str, items), labels or []))), items, folds, epochs, lr, p)
+    path = write_report(interp, out, k=k, data=data, skipped=skipped, tta=tta_report, temperature=temp,
+                        label_issues=oof)
     p(f"\nReport: {path}")
     return path
 
@@ -450,6 +534,12 @@ def main(argv=None):
     d.add_argument('--k', type=int, default=9, help='items in each gallery (default 9)')
     d.add_argument('--tta', type=int, default=4, metavar='N',
                    help='test-time augmentation with N augmented passes (default 4; 0: none)')
+    d.add_argument('--folds', type=int, default=0, metavar='K',
+                   help='find label errors out of fold over every digit, train and valid: K models, each trained on '
+                        'the other folds (default 0: on the validation set only)')
+    d.add_argument('--flip', type=float, default=0, metavar='PCT',
+                   help='flip PCT percent of the digits\' labels (seeded) before training, and say how many of them '
+                        'the report finds (default 0)')
     r = sub.add_parser('report', help='write the report of an exported learner on a folder or CSV of images',
                        description='LEARNER is unpickled: only load files you trust.')
     r.add_argument('learner', metavar='LEARNER.pkl', help='file written by learn.export()')
@@ -464,6 +554,11 @@ def main(argv=None):
     r.add_argument('--item-col', help='CSV column of the image paths (default: the first column)')
     r.add_argument('--label-col', help='CSV column of the labels (default: the second column; none: unlabelled)')
     r.add_argument('--unlabelled', action='store_true', help='ignore the labels: report the uncertainty part only')
+    r.add_argument('--folds', type=int, default=0, metavar='K',
+                   help='find label errors out of fold over every labelled item of DATA: K fresh copies of the model, '
+                        'each trained on the other folds for --epochs (default 0: with the exported model itself)')
+    r.add_argument('--epochs', type=int, default=4, help='with --folds: epochs to train each fold\'s model (default 4)')
+    r.add_argument('--lr', type=float, default=1e-3, help='with --folds: learning rate of fit_one_cycle (default 1e-3)')
     r.add_argument('--import', dest='imports', action='append', default=[], metavar='MODULE',
                    help='import MODULE first: where the custom loss or functions the learner was exported with live, '
                         'or a module that registers the loss\'s activation (fastinterp.register_activation)')
@@ -474,9 +569,10 @@ def main(argv=None):
         warnings.filterwarnings('ignore', category=FutureWarning)
         warnings.showwarning = lambda msg, *a, **kw: print(f"fastinterp {args.cmd}: warning: {msg}", file=sys.stderr)
         try:
-            if args.cmd == 'demo': demo(args.out, args.data, args.epochs, args.loss, args.k, args.tta)
+            if args.cmd == 'demo': demo(args.out, args.data, args.epochs, args.loss, args.k, args.tta,
+                                        folds=args.folds, flip=args.flip)
             else: report(args.learner, args.data, args.out, args.tta, args.k, args.item_col, args.label_col,
-                         args.unlabelled, args.imports)
+                         args.unlabelled, args.imports, folds=args.folds, epochs=args.epochs, lr=args.lr)
         except BadInput as e:
             print(f"fastinterp {args.cmd}: error: {e}", file=sys.stderr)
             sys.exit(1)

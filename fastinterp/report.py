@@ -11,7 +11,7 @@ import sklearn.metrics as skm
 from .activations import activation_for
 from .calibration import calibration_bins
 from .preds import learner_temperature
-from .show import format_pct  # 100.00% and 0.00% only for exactly 1 and 0
+from .show import format_pct, format_prob  # 100.00% and 0.00% only for exactly 1 and 0
 
 _CSS = """
 :root { --ink:#1f2328; --muted:#59636e; --line:#d1d9e0; --soft:#f6f8fa; --accent:#0969da;
@@ -50,6 +50,7 @@ figcaption { font-size:14px; color:var(--muted); margin-top:4px; }
 .strips figure { margin:0; }
 ul.files { columns:2; font-size:14px; }
 .warn { border-left:4px solid var(--bad); background:#fff5f5; padding:8px 14px; margin:12px 0; }
+.card .ci { font-size:14px; color:var(--muted); font-variant-numeric:tabular-nums; margin-bottom:2px; }
 code { font-family:ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size:.92em; }
 """
 
@@ -94,10 +95,24 @@ def _table(df, text_cols=()):
     rows = ''.join(row(r) for r in df.itertuples(index=False))
     return f'<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
 
+_CI = 0.95  # confidence level of every interval on the page
+
 def _cards(cards):
-    return '<div class="cards">' + ''.join(
-        f'<div class="card"><div class="label">{_e(label)}</div><div class="value">{_e(v)}</div>'
-        f'<div class="note">{_e(note)}</div></div>' for label, v, note in cards) + '</div>'
+    "Cards of (label, value, note) or (label, value, interval, note)"
+    def card(label, v, *rest):
+        ci = f'<div class="ci">{_e(rest[0])}</div>' if len(rest) > 1 and rest[0] else ''
+        return (f'<div class="card"><div class="label">{_e(label)}</div><div class="value">{_e(v)}</div>{ci}'
+                f'<div class="note">{_e(rest[-1])}</div></div>')
+    return '<div class="cards">' + ''.join(card(*c) for c in cards) + '</div>'
+
+def _ci(x, fmt=format_pct):
+    "The interval of an `Estimate` in words, or '' for a plain number"
+    lo = getattr(x, 'lo', None)
+    return '' if lo is None else f"{100 * x.ci:g}% CI {fmt(x.lo)} to {fmt(x.hi)}"
+
+def _with_ci(x, fmt=format_pct):
+    "A number and its interval, on one line"
+    return fmt(x) + (f" ({_ci(x, fmt)})" if getattr(x, 'lo', None) is not None else '')
 
 def _probs_note(interp, short=False):
     "How the page's probabilities were made from the model's outputs: the activation, the learner's temperature if any"
@@ -112,9 +127,10 @@ def _headline(interp, tta, calib, temp):
     "The figures at the top: accuracy, TTA accuracy, ECE (before and after temperature), how unsure the model is"
     n, cards = len(interp.probs), []
     if interp.labelled:
-        ok = interp.correct()
-        cards.append(('Accuracy', format_pct(float(ok.float().mean())),
-                      f"{int(ok.sum()):,} of {n:,} items {'with every label right' if interp.multilabel else 'right'}"))
+        acc = interp.accuracy(ci=_CI)
+        cards.append(('Accuracy', format_pct(acc), _ci(acc),
+                      f"{int(interp.correct().sum()):,} of {n:,} items "
+                      f"{'with every label right' if interp.multilabel else 'right'}"))
     if tta is not None:
         plain, blend = tta.loc['un-augmented', 'accuracy'], _tta_row(tta)['accuracy']
         gain = round((blend - plain) * n)  # in items: the two accuracies are computed in different precisions
@@ -123,13 +139,16 @@ def _headline(interp, tta, calib, temp):
     # one pair of ECEs that compare: both on the items T was not fitted on (all items: in the calibration section)
     if temp is not None:
         own = learner_temperature(interp.learn) is not None
-        cards.append(("ECE at the learner's T" if own else 'ECE before temperature', format_pct(temp['before']['ece']),
+        before, after = temp['before']['ece'], temp['after']['ece']
+        cards.append(("ECE at the learner's T" if own else 'ECE before temperature', format_pct(before), _ci(before),
                       f"calibration error on {temp['n_eval']:,} held-out items, {_probs_note(interp, short=True)}"))
-        cards.append(('ECE at a refitted T' if own else 'ECE after temperature', format_pct(temp['after']['ece']),
-                      f"the same {temp['n_eval']:,} items at T = {temp['T']:.3g}, "
-                      f"fitted on the other {temp['n_fit']:,}"))
+        same = hasattr(before, 'overlaps') and before.overlaps(after)
+        cards.append(('ECE at a refitted T' if own else 'ECE after temperature', format_pct(after), _ci(after),
+                      f"the same {temp['n_eval']:,} items at T = {temp['T']:.3g}, fitted on the other "
+                      f"{temp['n_fit']:,}" + ('; the intervals overlap: no clear change in calibration' if same
+                                              else '')))
     elif calib is not None:
-        cards.append(('ECE', format_pct(calib['ece']),
+        cards.append(('ECE', format_pct(calib['ece']), _ci(calib['ece']),
                       f'calibration error on all {n:,} items, {_probs_note(interp, short=True)}'))
     if not interp.multilabel:
         unsure = int((interp.probs.max(1).values < 0.5).sum())
@@ -158,14 +177,14 @@ def _tta_section(page, interp, tta):
              f'(un-augmented) pass, and of TTA, the mean of the augmented probabilities blended with the plain ones. '
              f'The rest of the page shows the plain pass.')
 
-def measure_calibration(interp, n_bins:int=15):
-    """`interp.calibration()` and `mce_items`: how many items the worst bin, which gives the MCE, holds
+def measure_calibration(interp, n_bins:int=15, ci:float|None=None):
+    """`interp.calibration(n_bins, ci)` and `mce_items`: how many items the worst bin, which gives the MCE, holds
 
     >>> m = measure_calibration(fastinterp.ClassificationInterpretation.from_learner(learn, progress=False))
     >>> sorted(m), m['mce_items'] >= 1
     (['accuracy', 'brier', 'ece', 'mce', 'mce_items', 'nll'], True)
     """
-    res = interp.calibration(n_bins)
+    res = interp.calibration(n_bins, ci=ci)
     bins = calibration_bins(interp.probs, interp.targs, n_bins, interp.multilabel)
     gap = (bins.correct - bins.confidence).abs() / bins.count.clamp_min(1)
     return {**res, 'mce_items': int(bins.count[int(gap.argmax())])}
@@ -175,8 +194,8 @@ _MEASURES = [('ece', 'ECE', format_pct), ('mce', 'MCE (the worst bin alone)', No
              ('accuracy', 'accuracy', format_pct)]
 
 def _measure(d, k, f):
-    if k != 'mce': return f(d[k])
-    return format_pct(d[k]) + (f" ({d['mce_items']:,} item{'s' * (d['mce_items'] != 1)})" if 'mce_items' in d else '')
+    if k != 'mce': return _with_ci(d[k], f)
+    return _with_ci(d[k]) + (f" ({d['mce_items']:,} item{'s' * (d['mce_items'] != 1)})" if 'mce_items' in d else '')
 
 def _measures(cols):
     "A table of calibration measures: column name -> a dict of `calibration()`"
@@ -199,7 +218,7 @@ def _calibration_section(page, interp, calib, temp):
                 f"probabilities of this page) and after dividing the outputs by T = {T}"
                 + (" instead of the learner's own T" if own else '') + '. '
                 "Dividing the outputs by T changes no prediction, only how sure each one is.</p>")
-    body = text + _measures(cols)
+    body = text + _measures(cols) + _overlap_note(cols)
     interp.plot_reliability()
     body += page.figure(plt.gcf(), 'reliability', f'All {n:,} items, {probs}: the first column of the table.')
     page.add('calibration', 'Calibration', body,
@@ -207,6 +226,16 @@ def _calibration_section(page, interp, calib, temp):
              'probability); on the diagonal the probabilities mean what they say. ECE is the gap, weighted by the '
              'items in each bin; MCE is the gap of the worst bin alone, however few items it holds; lower Brier '
              'score and NLL (the mean negative log-likelihood of the targets) are better too.')
+
+def _overlap_note(cols):
+    "Which held-out figures before and after temperature do not differ beyond their intervals"
+    if len(cols) < 3: return ''
+    before, after = list(cols.values())[1:3]
+    same = [name for k, name, _ in _MEASURES if k != 'accuracy' and hasattr(before[k], 'overlaps')
+            and before[k].overlaps(after[k])]
+    if not same: return ''
+    return (f"<p>Before and after temperature, the {100 * _CI:g}% intervals of {', '.join(same)} overlap: on these "
+            f"held-out items those figures do not show a difference.</p>")
 
 def _per_class_uncertainty(page, interp, df, k, max_classes):
     "Per predicted class (from `df`, `interp.to_df()`): how many items, how unsure; galleries of the least sure classes"
@@ -258,8 +287,79 @@ def _class_report(page, interp):
     rep['support'] = rep['support'].astype(int)
     for c in ('precision', 'recall', 'f1-score'): rep[c] = [f'{v:.3f}' for v in rep[c]]
     rep = rep[rep['class'] != 'accuracy']
+    if not interp.multilabel:  # each class's precision and recall with its interval: of 36 items, known to ~10 points
+        pc = interp.per_class(ci=_CI).iloc[seen]
+        iv = lambda v, lo, hi, n: 'n/a (none)' if not n else f"{v:.3f} ({lo:.3f} to {hi:.3f})"
+        rep.iloc[:len(seen), rep.columns.get_loc('precision')] = [iv(*r) for r in zip(
+            pc['precision'], pc['precision_lo'], pc['precision_hi'], pc['predicted'])]
+        rep.iloc[:len(seen), rep.columns.get_loc('recall')] = [iv(*r) for r in zip(
+            pc['recall'], pc['recall_lo'], pc['recall_hi'], pc['support'])]
+        rep = rep.rename(columns={c: f'{c} ({100 * _CI:g}% CI)' for c in ('precision', 'recall')})
+        lead += (f' Intervals: Wilson score intervals at {100 * _CI:g}%; where two of them overlap, the data does '
+                 f'not show that one class is served better than the other.')
     page.add('per-class', 'Precision and recall per class', _table(rep, text_cols={'class'}),
              "scikit-learn's classification report on the same predictions." + lead)
+
+def _label_issues_section(page, interp, src, k, flipped):
+    "Likely label errors by confident learning on `src` (out of fold, or `interp` itself), their list beside the page"
+    n = len(src.probs)
+    if src is interp:
+        cover = (f"Found on the {n:,} items of this page, with this model's probabilities. For items the model "
+                 f"trained on, it has learned their labels, wrong ones too, and hides them: <code>--folds K</code> "
+                 f"finds them out of fold over every labelled item.")
+    else:
+        cover = (f"Found out of fold on {n:,} labelled items: each predicted by one of {src.n_folds} models trained "
+                 f"on the other folds, so that no item's own (possibly wrong) label was learned.")
+    try: est = src.estimate_label_errors()
+    except ValueError as e:  # e.g. a class with no items: no threshold for it
+        page.add('label-issues', 'Likely label errors', f'<p class="warn">{_e(str(e))}</p>', cover)
+        return
+    df = src.label_issues_df()
+    df.to_csv(page.out/'label_issues.csv', index=False)
+    page.files.append('label_issues.csv')
+    body = _cards([('Estimated label errors', f'{est.count:,}', f'{format_pct(est.count / n)} of {n:,} items, '
+                    f'by confident learning'), ('Listed', f'{len(df):,}', 'in label_issues.csv, most likely first')])
+    if flipped is not None:
+        known = {_key(f) for f in flipped}
+        covered = sum(_key(f) in known for f in src._item_names())
+        found = sum(_key(f) in known for f in df['item'])
+        body += (f"<p><strong>Of the {len(known):,} items whose labels were flipped</strong> ({covered:,} of them "
+                 f"among the items covered here), {found:,} are listed: precision "
+                 f"{format_pct(found / len(df)) if len(df) else 'n/a'}, recall "
+                 f"{format_pct(found / covered) if covered else 'n/a'}.</p>")
+    pairs = est.pairs.head(10)
+    if len(pairs):
+        t = pd.DataFrame({'given label': [str(v) for v in pairs['given']], 'likely true label': [str(v) for v in
+                          pairs['suggested']], 'estimated items': [f'{v:,}' for v in pairs['count']]})
+        body += '<h3>Between which labels</h3>' + _table(t, text_cols={'given label', 'likely true label'})
+    if len(df):
+        src.plot_label_issues(min(k, len(df)))
+        body += page.figure(plt.gcf(), 'label_issues', 'Most likely mislabelled first: the label in the data '
+                            '("given"), the label the model suggests, their probabilities, the file.')
+    page.add('label-issues', 'Likely label errors', body,
+             "Items whose given label the model finds unlikely, counted by confident learning (Northcutt et al., "
+             "2021): per class, a threshold at the mean probability the model gives that class on the items labelled "
+             "with it; an item counts as likely mislabelled where another class clears its threshold. " + cover)
+
+def _key(f): return os.path.abspath(str(f))
+
+def _abstain_section(page, interp):
+    "When to abstain: the risk-coverage curve, and the threshold and coverage at 99% and 95% accuracy"
+    rows = []
+    for a in (0.99, 0.95):
+        sel = interp.coverage_at(a)
+        if sel.threshold is None: rows.append((format_pct(a), 'no threshold reaches it', '', '', ''))
+        else: rows.append((format_pct(a), f'p(top) ≥ {format_prob(max(0., 1 - sel.threshold))}',
+                           format_pct(sel.coverage), f'{sel.n:,}', format_pct(sel.accuracy)))
+    t = pd.DataFrame(rows, columns=['target accuracy', 'predict where', 'coverage', 'items predicted',
+                                    'their accuracy'])
+    interp.plot_risk_coverage()
+    body = _table(t, text_cols={'predict where'}) + page.figure(plt.gcf(), 'risk_coverage')
+    page.add('abstain', 'When to abstain', body,
+             f"Predict only where the model is sure enough, and pass the rest to a person: the table gives the "
+             f"lowest top-class probability that keeps each target accuracy on these {len(interp.probs):,} items, "
+             f"and the share of them predicted (coverage). AURC, the area under risk = 1 - accuracy against "
+             f"coverage, sums it up: lower is better. A threshold picked on these items is best checked on others.")
 
 def write_report(interp, # A `ClassificationInterpretation` (labelled or not)
         out, # Folder to write report.html, predictions.csv and the PNGs into; a report already there is replaced whole
@@ -271,6 +371,8 @@ def write_report(interp, # A `ClassificationInterpretation` (labelled or not)
         tta=None, # `Learner.tta(...).report`: accuracy and NLL of each pass, the un-augmented one and TTA
         temperature=None, # dict(T, before, after, n_fit, n_eval): `calibration()` of held-out items before and after T
         max_classes:int=12, # Per-class galleries for at most this many classes
+        label_issues=None, # Interpretation to find label errors in (e.g. `out_of_fold`'s); None: `interp`
+        flipped=None, # Items whose labels are known to be wrong (flipped on purpose): how many the section found
     )->Path:
     """Write the report of `interp` into `out` and return the path of its HTML file
 
@@ -289,19 +391,19 @@ def write_report(interp, # A `ClassificationInterpretation` (labelled or not)
     tmp = out.parent/f'.{out.name}.writing-{uuid.uuid4().hex[:12]}'
     tmp.mkdir()  # as `out` would be made, with the user's umask (mkdtemp's folders are private to their owner)
     try:
-        _write(interp, tmp, k, title, data, skipped, stock, tta, temperature, max_classes)
+        _write(interp, tmp, k, title, data, skipped, stock, tta, temperature, max_classes, label_issues, flipped)
         _swap_in(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out/'report.html'
 
-def _write(interp, out, k, title, data, skipped, stock, tta, temperature, max_classes):
+def _write(interp, out, k, title, data, skipped, stock, tta, temperature, max_classes, label_issues, flipped):
     "Write every file of the report into the folder `out`"
     page = _Page(out)
     df = _predictions(interp)
     df.to_csv(out/'predictions.csv', index=False)
-    calib = measure_calibration(interp) if interp.labelled and not interp.multilabel else None
+    calib = measure_calibration(interp, ci=_CI) if interp.labelled and not interp.multilabel else None
     page.add('summary', 'Summary', _headline(interp, tta, calib, temperature))
     if stock is not None: _stock_section(page, stock)
     if interp.labelled and interp.losses is None:
@@ -311,7 +413,7 @@ def _write(interp, out, k, title, data, skipped, stock, tta, temperature, max_cl
         interp.plot_top_losses(k)
         page.add('top-losses', 'Top losses', page.figure(plt.gcf(), 'top_losses'),
                  'The items the model was most wrong about: largest loss first. Each title gives the predicted class '
-                 'and its probability, the true class and its probability, and the loss.')
+                 'and its probability, the given label (which may itself be wrong) and its probability, and the loss.')
     by = ("how close their least sure label's probability is to the threshold" if interp.multilabel else
           'entropy of the predicted probabilities')
     interp.plot_most_uncertain(k)
@@ -324,6 +426,9 @@ def _write(interp, out, k, title, data, skipped, stock, tta, temperature, max_cl
         page.add('confusion-matrix', 'Confusion matrix', page.figure(plt.gcf(), 'confusion_matrix'),
                  'Rows: actual class; columns: predicted class; the diagonal holds the right answers.')
     if interp.labelled: _class_report(page, interp)
+    if interp.labelled and not interp.multilabel:
+        _label_issues_section(page, interp, interp if label_issues is None else label_issues, k, flipped)
+        _abstain_section(page, interp)
     if tta is not None: _tta_section(page, interp, tta)
     if calib is not None: _calibration_section(page, interp, calib, temperature)
     page.add('files', 'Files', _files(page, df, skipped, interp.multilabel))
@@ -338,7 +443,7 @@ def _predictions(interp):
     probs = pd.DataFrame(interp.probs.numpy(), columns=names, index=df.index)
     return pd.concat([df.iloc[:, :at], probs, df.iloc[:, at:]], axis=1)
 
-_REPORT_FILES = re.compile(r'report\.html|predictions\.csv|.+\.png')
+_REPORT_FILES = re.compile(r'report\.html|predictions\.csv|label_issues\.csv|.+\.png')
 
 def check_out(out, # The folder a report is to be written into
     ):

@@ -12,7 +12,7 @@ from scipy.optimize import minimize_scalar
 
 from fastinterp.cli import main, _temperature
 from conftest import raw_outputs
-from test_report import Page, summary_cards
+from test_report import Page, point, summary_cards
 
 def run(argv, capsys):
     "Run the command in this process: (exit status, stdout, stderr)"
@@ -122,9 +122,16 @@ def test_report_of_a_learner_exported_with_a_temperature(digits_vision, digits_p
     cards = summary_cards(page)
     assert cards["ECE at the learner's T"] == (ece(1.5, held), f"calibration error on {len(held)} held-out items, "
                                                                f"the learner's T = 1.5")
-    assert cards['ECE at a refitted T'] == (ece(T, held), f'the same {len(held)} items at T = {T:.3g}, '
-                                                          f'fitted on the other {len(fit)}')
-    cal = page.table('calibration').set_index('measure')
+    value, note = cards['ECE at a refitted T']
+    assert value == ece(T, held) and note.startswith(f'the same {len(held)} items at T = {T:.3g}, '
+                                                     f'fitted on the other {len(fit)}')
+    # two ECEs whose intervals overlap are not shown as a difference
+    ci = summary_cards(page, intervals=True)
+    lims = [tuple(map(float, re.search(r'CI ([\d.]+)% to ([\d.]+)%', ci[c]).groups())) for c in
+            ("ECE at the learner's T", 'ECE at a refitted T')]
+    overlap = lims[0][0] <= lims[1][1] and lims[1][0] <= lims[0][1]
+    assert note.endswith('the intervals overlap: no clear change in calibration') == overlap
+    cal = page.table('calibration').set_index('measure').map(point)
     assert list(cal.columns) == [f'all {len(items)} items', f"{len(held)} held-out, the learner's T = 1.5",
                                  f'{len(held)} held-out, T = {T:.3g}']
     assert cal.loc['ECE'].tolist() == [ece(1.5, everything), ece(1.5, held), ece(T, held)]

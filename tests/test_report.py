@@ -1,5 +1,5 @@
 "The HTML report: every section and every image there, the numbers in it checked against independent computations"
-import base64, io, re
+import base64, html, io, re
 from html.parser import HTMLParser
 import numpy as np, pandas as pd, pytest, torch
 import torch.nn as nn
@@ -12,12 +12,15 @@ from PIL import Image
 import fastinterp
 from fastinterp.interpret import ClassificationInterpretation
 from fastinterp.report import write_report
+from fastinterp.intervals import bootstrap_calibration
+from scipy.stats import binomtest
 from conftest import raw_outputs, plain_learner, fit_quietly
 
 class Page(HTMLParser):
     "Section ids, titles, images and table cells of a report"
     def __init__(self, text):
         super().__init__()
+        self.html = text
         self.sections, self.imgs, self.tables, self._sec, self._cell, self.text = {}, [], {}, None, None, []
         self.feed(text)
     def handle_starttag(self, tag, attrs):
@@ -37,10 +40,22 @@ class Page(HTMLParser):
         rows = self.tables[sec]
         return pd.DataFrame(rows[1:], columns=rows[0])
 
-def summary_cards(page):
-    "The headline cards: label -> (value, note)"
-    text = [t for t in page.sections['summary'] if t.strip()][1:]  # the section's title first
-    return {l: (v, n) for l, v, n in zip(text[0::3], text[1::3], text[2::3])}
+_CARD = re.compile(r'<div class="card"><div class="label">(.*?)</div><div class="value">(.*?)</div>'
+                   r'(?:<div class="ci">(.*?)</div>)?<div class="note">(.*?)</div></div>')
+
+def summary_cards(page, intervals=False):
+    "The headline cards: label -> (value, note); with `intervals`, label -> the interval under the value ('' if none)"
+    summary = page.html.split('<section id="summary">', 1)[1].split('</section>', 1)[0]
+    un = html.unescape
+    return {un(l): un(ci or '') if intervals else (un(v), un(n)) for l, v, ci, n in _CARD.findall(summary)}
+
+def point(cell):
+    "The number of a table cell that may carry its interval: '4.20% (95% CI 3.10% to 5.00%)' -> '4.20%'"
+    return cell.split(' (')[0]
+
+def interval(cell):
+    "The interval of a cell, as two strings"
+    return re.search(r'(?:CI |\()(\S+) to (\S+)\)', cell).groups()
 
 def decoded_pngs(page):
     "Each embedded image decoded: (section, PNG bytes, PIL image)"
@@ -65,14 +80,16 @@ def test_every_section_is_there(labelled):
     path, page, _, _ = labelled
     assert path.name == 'report.html'
     assert list(page.sections) == ['summary', 'stock', 'top-losses', 'most-uncertain', 'uncertain-per-class',
-                                   'most-confused', 'confusion-matrix', 'per-class', 'tta', 'calibration', 'files']
+                                   'most-confused', 'confusion-matrix', 'per-class', 'label-issues', 'abstain', 'tta',
+                                   'calibration', 'files']
     assert plt.get_fignums() == []  # every figure closed once saved
 
 def test_every_image_is_embedded_and_written_beside(labelled):
-    path, page, _, _ = labelled
+    path, page, interp, _ = labelled
     pngs = decoded_pngs(page)
+    issues = ['label-issues'] if interp.estimate_label_errors().count else []  # a gallery when there is one to show
     assert [s for s, _, _ in pngs] == (['top-losses', 'most-uncertain'] + ['uncertain-per-class'] * 3 +
-                                       ['confusion-matrix', 'calibration'])
+                                       ['confusion-matrix'] + issues + ['abstain', 'calibration'])
     on_disk = sorted(path.parent.glob('*.png'))
     assert len(on_disk) == len(pngs)
     assert sorted(d for _, d, _ in pngs) == sorted(p.read_bytes() for p in on_disk)
@@ -95,7 +112,15 @@ def test_headline_and_tables_match_independent_computations(labelled, reference)
     ece = float(multiclass_calibration_error(p, t, num_classes=10, n_bins=15, norm='l1'))
     mce = float(multiclass_calibration_error(p, t, num_classes=10, n_bins=15, norm='max'))
     assert cards['ECE'] == (f'{100 * ece:.2f}%', f'calibration error on all {len(targs)} items, no temperature')
-    cal = page.table('calibration').set_index('measure').iloc[:, 0]
+    # every headline number with its interval: Wilson's for accuracy, a seeded bootstrap for ECE
+    ci = summary_cards(page, intervals=True)
+    k = int((probs.argmax(1) == targs).sum())
+    w = binomtest(k, len(targs)).proportion_ci(method='wilson')
+    assert ci['Accuracy'] == f'95% CI {100 * w.low:.2f}% to {100 * w.high:.2f}%'
+    lo, hi = bootstrap_calibration(p, t)['ece']
+    assert ci['ECE'] == f'95% CI {100 * lo:.2f}% to {100 * hi:.2f}%' and lo <= ece <= hi
+    raw = page.table('calibration').set_index('measure').iloc[:, 0]
+    cal = raw.map(point)
     assert cal.name == f'all {len(targs)} items'
     # the worst bin, by hand: bin i holds confidences in [i/15, (i+1)/15), a confidence of 1 a bin of its own
     conf, right = probs.max(1), probs.argmax(1) == targs
@@ -103,7 +128,8 @@ def test_headline_and_tables_match_independent_computations(labelled, reference)
     gaps = {i: abs(right[b == i].mean() - conf[b == i].mean()) for i in np.unique(b)}
     worst = int((b == max(gaps, key=gaps.get)).sum())
     assert cal['ECE'] == f'{100 * ece:.2f}%'
-    assert cal['MCE (the worst bin alone)'] == f"{100 * mce:.2f}% ({worst} item{'s' * (worst != 1)})"
+    mce_cell = raw['MCE (the worst bin alone)']
+    assert mce_cell.startswith(f"{100 * mce:.2f}% (95% CI ") and mce_cell.endswith(f" ({worst} item{'s' * (worst != 1)})")
     brier = ((probs - np.eye(10)[targs]) ** 2).sum(1).mean()
     assert float(cal['Brier score']) == pytest.approx(brier, abs=6e-5)
     assert float(cal['NLL (nats)']) == pytest.approx(losses.mean(), abs=6e-5)
@@ -116,8 +142,12 @@ def test_headline_and_tables_match_independent_computations(labelled, reference)
     # per class: sklearn's precision and recall
     pc = page.table('per-class').set_index('class')
     prec, rec, _, sup = skm.precision_recall_fscore_support(targs, probs.argmax(1), labels=range(10), zero_division=0)
-    np.testing.assert_allclose(pc.loc[[str(i) for i in range(10)], 'precision'].astype(float), prec, atol=5e-4)
-    np.testing.assert_allclose(pc.loc[[str(i) for i in range(10)], 'recall'].astype(float), rec, atol=5e-4)
+    rows = [str(i) for i in range(10)]
+    np.testing.assert_allclose(pc.loc[rows, 'precision (95% CI)'].map(point).astype(float), prec, atol=5e-4)
+    np.testing.assert_allclose(pc.loc[rows, 'recall (95% CI)'].map(point).astype(float), rec, atol=5e-4)
+    for c, r, n in zip(rows, rec, sup):  # each recall's interval: Wilson's, of its class's items
+        w = binomtest(round(r * n), int(n)).proportion_ci(method='wilson')
+        assert interval(pc.loc[c, 'recall (95% CI)']) == (f'{w.low:.3f}', f'{w.high:.3f}')
     # TTA: a row per pass, as Learner.tta reported them
     t = page.table('tta')
     assert t['pass'].tolist() == list(tta.index)
@@ -179,8 +209,8 @@ def test_per_class_report_leaves_out_classes_absent_from_the_data(digits_vision,
     assert sorted(int(c) for c in pc.index if 'avg' not in c) == sorted(set(t) | set(pred))  # sklearn's default labels
     for avg in ('macro', 'weighted'):
         prec, rec, _, _ = skm.precision_recall_fscore_support(t, pred, average=avg, zero_division=0)
-        assert float(pc.loc[f'{avg} avg', 'precision']) == pytest.approx(prec, abs=5e-4)
-        assert float(pc.loc[f'{avg} avg', 'recall']) == pytest.approx(rec, abs=5e-4)
+        assert float(pc.loc[f'{avg} avg', 'precision (95% CI)']) == pytest.approx(prec, abs=5e-4)
+        assert float(pc.loc[f'{avg} avg', 'recall (95% CI)']) == pytest.approx(rec, abs=5e-4)
     assert f'The {10 - len(pc) + 2} class(es) neither in the data nor predicted are left out.' in ''.join(page.sections['per-class'])
 
 def test_multilabel_report(digits_arrays, tmp_path):
