@@ -68,24 +68,24 @@ def out_of_fold(make_learner, # `make_learner(train, valid)`: an untrained `Lear
     n = len(items)
     folds = fold_indices(n, n_folds, seed)
     fit = _default_fit if fit is None else fit
-    probs = targs = decoded = losses = vocab = None
-    first = None
+    first = probs = targs = decoded = losses = None
     for f in progress_bar(range(n_folds)) if progress else range(n_folds):
         held, rest = np.flatnonzero(folds == f), np.flatnonzero(folds != f)
-        learn = make_learner(_take(items, rest), _take(items, held))
+        valid = _take(items, held)
+        learn = make_learner(_take(items, rest), valid)
         with nullcontext() if progress else _quiet(learn): fit(learn)
-        dl = _valid_dl(learn, _take(items, held), f)
+        dl = _valid_dl(learn, valid, f)
         with no_bar(learn): it = ClassificationInterpretation.from_learner(learn, dl=dl, progress=False)
         if not it.labelled: raise ValueError("out_of_fold needs labelled items: the learner's data read no labels")
-        if vocab is None:
-            first, vocab = it, list(it.vocab)
+        if first is None:
+            first = it
             probs = it.probs.new_empty((n, *it.probs.shape[1:]))
             targs = it.targs.new_empty((n, *it.targs.shape[1:]))
             decoded = it.decoded.new_empty((n, *it.decoded.shape[1:]))
             losses = None if it.losses is None else it.losses.new_empty(n)
-        elif list(it.vocab) != vocab:
+        elif list(it.vocab) != list(first.vocab):
             raise ValueError(f"The learner of fold {f + 1} has other classes than that of fold 1 "
-                             f"({_diff(it.vocab, vocab)}): "
+                             f"({_diff(it.vocab, first.vocab)}): "
                              f"build every fold's learner with the same vocab (e.g. CategoryBlock(vocab=...))")
         at = torch.as_tensor(held)
         probs[at], targs[at], decoded[at] = it.probs, it.targs, it.decoded

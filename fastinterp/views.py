@@ -50,7 +50,6 @@ class Views:
     def _bins(self, view, n_bins): raise NotImplementedError  # `CalibrationBins` of the top-label confidence
     def _calibration(self, n_bins)->dict: raise NotImplementedError  # ECE, MCE, Brier, NLL
     def _provenance(self)->list: raise NotImplementedError  # the repr's lines on where the numbers come from
-    def _selective(self, measure)->tuple: raise NotImplementedError  # (risk_coverage, aurc, coverage_at) of `measure`
     def _calibration_ci(self, n_bins, ci, n_resamples, seed)->dict: raise NotImplementedError  # name -> (lo, hi)
 
     # --- what every view checks
@@ -433,11 +432,13 @@ class Views:
         **kwargs # Passed to `show.plot_risk_coverage` (title, figsize)
     ):
         "Accuracy of the items predicted against the share predicted, as the threshold on `measure` rises"
-        rc = self.risk_coverage(measure)
+        u, c, edges = self._abstain(measure, 'plot_risk_coverage')  # every item scored once for the curve and marks
+        targets = [float(a) for a in np.atleast_1d(accuracy)]
+        if edges is None: rc, area, marks = risk_coverage(u, c), aurc(u, c), [coverage_at(u, c, a) for a in targets]
+        else: rc, area, marks = (risk_coverage_from_bins(u, c, edges), aurc_from_bins(u, c, edges),
+                                 [coverage_at_from_bins(u, c, edges, a) for a in targets])
         name = measure if isinstance(measure, str) else getattr(measure, '__name__', 'uncertainty')
-        marks = [self.coverage_at(a, measure) for a in np.atleast_1d(accuracy)]
-        show.plot_risk_coverage(rc, marks, [float(a) for a in np.atleast_1d(accuracy)], name, self.aurc(measure),
-                                **kwargs)
+        show.plot_risk_coverage(rc, marks, targets, name, area, **kwargs)
 
     # --- plots: each draws one figure and returns None, as fastai's do (a returned Figure shows twice in Jupyter)
     def _show(self, idxs, titles, **kwargs):
