@@ -1,6 +1,6 @@
 """Memory at scale, measured as the rise of a fresh process's peak RSS (VmHWM, reset through /proc/self/clear_refs),
 which counts torch's C allocations (tracemalloc does not see them): stable on a shared machine, unlike wall time"""
-import json, subprocess, sys, textwrap
+import json, os, subprocess, sys, textwrap
 from pathlib import Path
 import pytest
 
@@ -34,8 +34,14 @@ def learner(n, c, d=4):
     return Learner(DataLoaders(DataLoader(ds, bs=2048), DataLoader(ds, bs=2048)), model, loss_func=nn.CrossEntropyLoss())
 '''
 
+# glibc's malloc keeps freed blocks below its sliding mmap threshold (up to 32 MB) in the heap, so RSS holds memory
+# an earlier pass freed: a later allocation reuses it (a build measured at -8 kB) or lands beside it (views 50 MB one
+# run, 106 MB the next). A fixed threshold gives every block of 128 kB or more its own mapping, returned when freed,
+# so the rise of RSS is the memory the code holds.
+ENV = {**os.environ, 'MALLOC_MMAP_THRESHOLD_': str(128 * 1024)}
+
 def run(code):
-    r = subprocess.run([sys.executable, '-c', SETUP + textwrap.dedent(code)], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, '-c', SETUP + textwrap.dedent(code)], capture_output=True, text=True, env=ENV)
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
 
