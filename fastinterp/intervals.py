@@ -118,9 +118,13 @@ def resample_indices(n:int, # Items to resample from
     n, n_resamples = _whole(n, 'n (items)'), _whole(n_resamples, 'n_resamples')  # checked now, not at the first draw
     return _draws(n, n_resamples, _chunk_size(n, chunk), torch.Generator().manual_seed(seed))
 
-def _draws(n, n_resamples, b, g):
+def _draws(n, n_resamples, b, g, out=None):
+    "Chunks of resamples; with `out`, a (b, n) int64 buffer, each chunk drawn into its leading rows (no new memory)"
     # torch draws a CPU tensor's random integers one after another: the rows do not depend on the chunk size
-    for start in range(0, n_resamples, b): yield torch.randint(0, n, (min(b, n_resamples - start), n), generator=g)
+    for start in range(0, n_resamples, b):
+        size = (min(b, n_resamples - start), n)
+        yield torch.randint(0, n, size, generator=g) if out is None else torch.randint(0, n, size, generator=g,
+                                                                                         out=out[:size[0]])
 
 def _item_terms(p, t, n_bins):
     "(N, 3 (n_bins+1) + 2) float64 per-item terms: a resample's counts times them give its bin sums, Brier and NLL sums"
@@ -166,16 +170,19 @@ def bootstrap_calibration(probs, # (N, C) probabilities of single-label classes
     """
     alpha = 1 - check_ci(ci)
     p, t = _checked(probs, targs, False)
-    draws = resample_indices(len(p), n_resamples, seed, chunk)
-    m = _item_terms(p, t, n_bins)
     N, nb = len(p), n_bins + 1
+    n_resamples, b = _whole(n_resamples, 'n_resamples'), _chunk_size(N, chunk)
+    m = _item_terms(p, t, n_bins)
+    # one buffer of indices and one of counts, reused by every chunk: memory flat in n_resamples whatever the allocator
+    # does with freed blocks (glibc kept up to 3x one chunk's worth when each chunk allocated its own)
+    b = min(b, n_resamples)
+    idx_buf, w_buf = torch.empty(b, N, dtype=torch.int64), torch.empty(b, N, dtype=torch.float64)
+    ones = torch.ones(()).double()
     stats = []
-    for idx in draws:
+    for idx in _draws(N, n_resamples, b, torch.Generator().manual_seed(seed), out=idx_buf):
         # each resample as counts of every item: its sums are one matrix product, its items never gathered
-        w = torch.zeros(idx.shape, dtype=torch.float64).scatter_add_(1, idx, torch.ones(()).double().expand(idx.shape))
-        del idx  # freed before the next chunk is drawn, and the counts too: one chunk's worth held at a time
+        w = w_buf[:len(idx)].zero_().scatter_add_(1, idx, ones.expand(idx.shape))
         stats.append(_metrics(w @ m, N, nb))
-        del w
     # numpy's default percentile (linear interpolation between order statistics, Hyndman and Fan's type 7)
     lo, hi = np.quantile(torch.cat(stats).numpy(), [alpha / 2, 1 - alpha / 2], axis=0)
     return {k: (float(a), float(b)) for k, a, b in zip(_NAMES, lo, hi)}
