@@ -609,11 +609,17 @@ class Views:
 class LabelErrors(NamedTuple):
     """Confident learning's estimate of the label errors: how many, and between which labels
 
-    >>> LabelErrors._fields
-    ('count', 'pairs')
+    >>> LabelErrors(3, pd.DataFrame({'given': ['4', '1'], 'suggested': ['7', '2'], 'count': [2, 1]}))
+    LabelErrors(count=3, pairs: 4 -> 7: 2, 1 -> 2: 1)
     """
     count: int              # estimated number of items whose given label is wrong
     pairs: pd.DataFrame     # given, suggested, count (the estimate, in whole items): most first
+
+    def __repr__(self):
+        "The count and the first pairs on one line: a DataFrame inside a tuple prints as a block of columns"
+        shown = [f"{r.given} -> {r.suggested}: {r.count}" for r in self.pairs.head(5).itertuples()]
+        more = f", … {len(self.pairs) - 5} more pairs" if len(self.pairs) > 5 else ''
+        return f"LabelErrors(count={self.count}, pairs: {', '.join(shown) or 'none'}{more})"
 
 # --- helpers of the views
 def _file_line(name):

@@ -45,6 +45,10 @@ def test_the_estimated_count_is_cleanlabs_and_the_list_finds_the_flipped(flipped
     assert est.count == round(est.pairs['count'].sum()) and (est.pairs['given'] != est.pairs['suggested']).all()
     df = it.label_issues_df()
     assert len(df) == est.count == len(it.label_issues()[1])
+    for method in ('self_confidence', 'normalized_margin'):  # the list is the ranking's head: reading on only adds
+        short, longer = it.label_issues(method=method)[1], it.label_issues(est.count + 20, method)[1]
+        assert short.tolist() == longer[:est.count].tolist()
+    pd.testing.assert_frame_equal(df, it.label_issues_df(est.count))
     flipped = {str(flipped_path/f) for f in pd.read_csv(flipped_path/'flipped.csv')['file']}
     in_valid = {f for f in flipped if '/valid/' in f}
     found = flipped & set(df['item'])
