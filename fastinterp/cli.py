@@ -106,8 +106,11 @@ def _temperature(learn, dl_of, items, labels, p, seed=0):
     if res is None: return None
     at = ', '.join(f'{t:.3g}' for t in np.atleast_1d(np.asarray(own, dtype=float))) if own is not None else None
     now = 'with no temperature' if at is None else f"at the learner's T = {at}"
+    before, after = res['before']['ece'], res['after']['ece']
+    same = hasattr(before, 'overlaps') and before.overlaps(after)
     p(f"Temperature scaling: T = {res['T']:.3g} fitted on {res['n_fit']:,} items; ECE on the other {res['n_eval']:,}: "
-      f"{100 * res['before']['ece']:.2f}% {now}, {100 * res['after']['ece']:.2f}% at T = {res['T']:.3g}")
+      f"{100 * before:.2f}% {now}, {100 * after:.2f}% at T = {res['T']:.3g}"
+      + ('; their 95% intervals overlap: no clear change' if same else ''))
     return res
 
 def demo(out=DEFAULT_OUT, # Folder to write the report into

@@ -10,6 +10,7 @@ import sklearn.metrics as skm
 
 from .activations import activation_for
 from .calibration import calibration_bins
+from .intervals import Estimate, wilson_interval
 from .preds import learner_temperature
 from .show import format_pct, format_prob  # 100.00% and 0.00% only for exactly 1 and 0
 
@@ -133,9 +134,15 @@ def _headline(interp, tta, calib, temp):
                       f"{'with every label right' if interp.multilabel else 'right'}"))
     if tta is not None:
         plain, blend = tta.loc['un-augmented', 'accuracy'], _tta_row(tta)['accuracy']
-        gain = round((blend - plain) * n)  # in items: the two accuracies are computed in different precisions
-        cards.append(('TTA accuracy', format_pct(blend), f'{len(tta) - 2} augmented passes; ' +
-                      (f'{gain:+,} item(s) right vs the plain pass' if gain else 'same items right as the plain pass')))
+        right, gain = round(blend * n), round((blend - plain) * n)  # in items: the accuracies' precisions differ
+        est = Estimate(right / n, *wilson_interval(right, n, _CI), _CI)
+        if not gain: said = 'same items right as the plain pass'
+        else:
+            said = (f"{abs(gain):,} item{'s' * (abs(gain) != 1)} {'more' if gain > 0 else 'fewer'} right than the "
+                    f"plain pass")
+            plain_est = Estimate(plain, *wilson_interval(round(plain * n), n, _CI), _CI)
+            if est.overlaps(plain_est): said += '; the intervals overlap: no clear difference'
+        cards.append(('TTA accuracy', format_pct(blend), _ci(est), f'{len(tta) - 2} augmented passes; {said}'))
     # one pair of ECEs that compare: both on the items T was not fitted on (all items: in the calibration section)
     if temp is not None:
         own = learner_temperature(interp.learn) is not None
@@ -267,11 +274,11 @@ def _most_confused_section(page, interp, n=15):
         return
     support = np.bincount(interp.targs.numpy(), minlength=len(interp.vocab))
     idx = {str(v): i for i, v in enumerate(interp.vocab)}
-    df = pd.DataFrame({'actual': [str(a) for a, _, _ in pairs], 'predicted as': [str(p) for _, p, _ in pairs],
+    df = pd.DataFrame({'given': [str(a) for a, _, _ in pairs], 'predicted as': [str(p) for _, p, _ in pairs],
                        'items': [c for _, _, c in pairs],
-                       'share of the actual class': [format_pct(c / support[idx[str(a)]]) for a, _, c in pairs]})
-    page.add('most-confused', 'Most confused pairs', _table(df, text_cols={'actual', 'predicted as'}),
-             f'The {len(pairs)} most frequent (actual, predicted) mistakes.')
+                       'share of the given class': [format_pct(c / support[idx[str(a)]]) for a, _, c in pairs]})
+    page.add('most-confused', 'Most confused pairs', _table(df, text_cols={'given', 'predicted as'}),
+             f'The {len(pairs)} most frequent (given label, predicted) mistakes.')
 
 def _class_report(page, interp):
     "scikit-learn's precision and recall per class, of the classes the data holds or the model predicts"
@@ -323,15 +330,15 @@ def _label_issues_section(page, interp, src, k, flipped):
         known = {_key(f) for f in flipped}
         covered = sum(_key(f) in known for f in src._item_names())
         found = sum(_key(f) in known for f in df['item'])
-        body += (f"<p><strong>Of the {len(known):,} items whose labels were flipped</strong> ({covered:,} of them "
-                 f"among the items covered here), {found:,} are listed: precision "
-                 f"{format_pct(found / len(df)) if len(df) else 'n/a'}, recall "
-                 f"{format_pct(found / covered) if covered else 'n/a'}.</p>")
+        body += (f"<p><strong>Of the {len(known):,} items whose labels were flipped</strong>, {covered:,} are among "
+                 f"the items covered here and {found:,} of those are listed (recall "
+                 f"{format_pct(found / covered) if covered else 'n/a'}); of the {len(df):,} listed, {found:,} were "
+                 f"flipped (precision {format_pct(found / len(df)) if len(df) else 'n/a'}).</p>")
     pairs = est.pairs.head(10)
     if len(pairs):
-        t = pd.DataFrame({'given label': [str(v) for v in pairs['given']], 'likely true label': [str(v) for v in
+        t = pd.DataFrame({'given label': [str(v) for v in pairs['given']], 'suggested label': [str(v) for v in
                           pairs['suggested']], 'estimated items': [f'{v:,}' for v in pairs['count']]})
-        body += '<h3>Between which labels</h3>' + _table(t, text_cols={'given label', 'likely true label'})
+        body += '<h3>Between which labels</h3>' + _table(t, text_cols={'given label', 'suggested label'})
     if len(df):
         src.plot_label_issues(min(k, len(df)))
         body += page.figure(plt.gcf(), 'label_issues', 'Most likely mislabelled first: the label in the data '
@@ -424,7 +431,8 @@ def _write(interp, out, k, title, data, skipped, stock, tta, temperature, max_cl
         _most_confused_section(page, interp)
         interp.plot_confusion_matrix()
         page.add('confusion-matrix', 'Confusion matrix', page.figure(plt.gcf(), 'confusion_matrix'),
-                 'Rows: actual class; columns: predicted class; the diagonal holds the right answers.')
+                 'Rows: the given label (actual class); columns: predicted class; the diagonal holds the right '
+                 'answers.')
     if interp.labelled: _class_report(page, interp)
     if interp.labelled and not interp.multilabel:
         _label_issues_section(page, interp, interp if label_issues is None else label_issues, k, flipped)

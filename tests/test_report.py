@@ -138,7 +138,7 @@ def test_headline_and_tables_match_independent_computations(labelled, reference)
     np.fill_diagonal(cm, 0)
     mc = page.table('most-confused')
     assert mc['items'].astype(int).tolist() == sorted(cm[cm > 0].tolist(), reverse=True)[:15]
-    for a, p, n in zip(mc['actual'], mc['predicted as'], mc['items']): assert cm[int(a), int(p)] == int(n)
+    for a, p, n in zip(mc['given'], mc['predicted as'], mc['items']): assert cm[int(a), int(p)] == int(n)
     # per class: sklearn's precision and recall
     pc = page.table('per-class').set_index('class')
     prec, rec, _, sup = skm.precision_recall_fscore_support(targs, probs.argmax(1), labels=range(10), zero_division=0)
@@ -154,6 +154,22 @@ def test_headline_and_tables_match_independent_computations(labelled, reference)
     # this learner has no augmentation: every pass, and so TTA's blend, is the plain softmax
     assert cards['TTA accuracy'] == (f'{100 * acc:.2f}%', '2 augmented passes; same items right as the plain pass')
     assert 'Every augmented pass equals the plain one' in ' '.join(page.sections['tta'])  # this learner has no augmentation
+
+@pytest.mark.parametrize('gain,said', [(-1, '1 item fewer right than the plain pass'),
+                                        (3, '3 items more right than the plain pass')])
+def test_tta_card_says_the_change_in_items_with_its_interval(labelled, tmp_path, gain, said):
+    _, _, interp, tta = labelled
+    n = len(interp.probs)
+    tta = tta.copy()
+    row = [i for i in tta.index if str(i).startswith('TTA')][0]
+    tta.loc[row, 'accuracy'] = tta.loc['un-augmented', 'accuracy'] + gain / n
+    page = Page(write_report(interp, tmp_path, k=4, tta=tta, max_classes=3).read_text())
+    value, note = summary_cards(page)['TTA accuracy']
+    right = round(tta.loc[row, 'accuracy'] * n)
+    w = binomtest(right, n).proportion_ci(method='wilson')
+    assert summary_cards(page, intervals=True)['TTA accuracy'] == f'95% CI {100 * w.low:.2f}% to {100 * w.high:.2f}%'
+    # a few items on a few hundred: both Wilson intervals overlap, and the card says that this shows no change
+    assert note == f'2 augmented passes; {said}; the intervals overlap: no clear difference'
 
 def test_per_class_table_and_csv(labelled, reference):
     path, page, _, _ = labelled
