@@ -1,6 +1,6 @@
 "The `fastinterp` command: `demo` trains on the digits and writes a report; `report` does it for an exported learner"
 
-__all__ = ['main', 'demo', 'report', 'read_items', 'labelled_dl', 'BadInput']
+__all__ = ['main', 'demo', 'report', 'read_items', 'read_rows', 'labelled_dl', 'BadInput']
 
 import argparse, contextlib, importlib, pickle, re, sys, tempfile, types, warnings
 from pathlib import Path
@@ -286,6 +286,51 @@ def _read_csv(data, item_col, label_col, unlabelled, say):
                        f"or pass --unlabelled")
     return items, labels
 
+def read_rows(learn, # A tabular `Learner` (`tabular_learner`, `TabularDataLoaders`)
+        data, # CSV with a header: the learner's feature columns, and its target column for labels
+        label_col=None, # Column of the labels (default: the learner's target column, if the CSV has it)
+        unlabelled:bool=False, # Ignore the labels
+        say=None, # Called with a line saying which columns were read
+    ):
+    """The rows of the CSV `data` for `learn`: its features, and its labels (as the learner's vocab has them) in the
+    learner's target column, dropped where unlabelled
+
+    >>> read_rows(learn, 'no-such.csv')
+    Traceback (most recent call last):
+    fastinterp.cli.BadInput: no such file: no-such.csv
+    """
+    import pandas as pd
+    data, say = Path(data), say or (lambda s: None)
+    if not data.is_file(): raise BadInput(f"no such file: {data}" if not data.exists() else
+                                          f"{data} is a folder; a tabular learner reads a CSV of rows")
+    try: df = pd.read_csv(data)
+    except Exception as e:
+        raise BadInput(f"cannot read {data} as a CSV ({e}); give a CSV of rows with a header") from None
+    if df.empty: raise BadInput(f"{data} has no rows")
+    to = learn.dls.valid_ds
+    na = {f'{n}_na' for p in to.procs for n in getattr(p, 'na_dict', {}) if getattr(p, 'add_col', False)}
+    feats = [c for c in [*to.cat_names, *to.cont_names] if c not in na]
+    if missing := [c for c in feats if c not in df.columns]:
+        raise BadInput(f"{data} lacks the learner's feature column(s) {', '.join(map(repr, missing))}; "
+                       f"its columns: {', '.join(map(str, df.columns))}")
+    y = to.y_names[0]
+    if label_col is not None and label_col not in df.columns:
+        raise BadInput(f"{data} has no column {label_col!r} (--label-col); its columns: {', '.join(df.columns)}")
+    col = label_col or (y if y in df.columns else None)
+    rows = df[feats].copy()
+    if col is None or unlabelled:
+        say(f"{data}: the learner's {len(feats)} feature columns, " +
+            ('no labels (--unlabelled)' if unlabelled else f'no label column {y!r}: unlabelled'))
+        return rows
+    if df[col].isna().any():
+        raise BadInput(f"{int(df[col].isna().sum())} row(s) of {data} have no label in column {col!r}: label them, "
+                       f"or pass --unlabelled")
+    vocab = {str(v): v for v in learn.dls.vocab}
+    _check_labels(df[col].astype(str).tolist(), vocab)
+    rows[y] = [vocab[str(v)] for v in df[col]]
+    say(f"{data}: the learner's {len(feats)} feature columns, labels from column {col!r}")
+    return rows
+
 # --- `fastinterp report`: the learner and its DataLoader
 
 def _import(modules):
@@ -488,11 +533,20 @@ def report(learner, # File written by `learn.export()`
     p = lambda *a: print(*a, file=file or sys.stdout, flush=True)
     learn = _load(learner, imports)
     activation, vocab = _classes(learn, learner)
-    items, labels, skipped = read_items(data, item_col, label_col, unlabelled, say=p)
-    unread = f"; {len(skipped):,} could not be read and are skipped (listed in the report)" if skipped else ''
-    p(f"{len(items):,} images from {data}" + unread + ('' if labels else '; no labels: the uncertainty part only'))
-    if labels is not None: labels = [vocab.get(l, l) for l in labels]
-    dl = labelled_dl(learn, items, labels)
+    if hasattr(learn.dls.valid_ds, 'cont_names'):  # a tabular learner: DATA is a CSV of rows
+        if tta or folds: raise BadInput(f"--{'tta' if tta else 'folds'} is for images; {learner} is a tabular learner")
+        rows = read_rows(learn, data, label_col, unlabelled, say=p)
+        y = learn.dls.valid_ds.y_names[0]
+        items, labels, skipped = list(range(len(rows))), (rows[y].tolist() if y in rows else None), []
+        dl_of = lambda i, l: learn.dls.test_dl(rows.iloc[list(i)], with_labels=l is not None)
+        p(f"{len(items):,} rows from {data}" + ('' if labels else '; no labels: the uncertainty part only'))
+    else:
+        items, labels, skipped = read_items(data, item_col, label_col, unlabelled, say=p)
+        unread = f"; {len(skipped):,} could not be read and are skipped (listed in the report)" if skipped else ''
+        p(f"{len(items):,} images from {data}" + unread + ('' if labels else '; no labels: the uncertainty part only'))
+        if labels is not None: labels = [vocab.get(l, l) for l in labels]
+        dl_of = lambda i, l: labelled_dl(learn, i, l)
+    dl = dl_of(items, labels)
     _out_dir(out)
     try:
         with _quiet(learn): interp = ClassificationInterpretation.from_learner(learn, dl=dl)
@@ -510,7 +564,7 @@ def report(learner, # File written by `learn.export()`
     temp = None
     if labels is not None and activation.kind == 'unknown':
         p("Temperature scaling skipped: it divides logits, and whether this model outputs logits depends on its loss")
-    elif labels is not None: temp = _temperature(learn, lambda i, l: labelled_dl(learn, i, l), items, labels, p)
+    elif labels is not None: temp = _temperature(learn, dl_of, items, labels, p)
     if folds and labels is None: raise BadInput("--folds finds label errors, and these items have no labels")
     oof = _out_of_fold(_fold_learners(learn, dict(zip(map(str, items), labels or []))), items, folds, epochs, lr, p)
     path = write_report(interp, out, k=k, data=data, skipped=skipped, tta=tta_report, temperature=temp,

@@ -72,6 +72,9 @@ class _Page:
         fig.savefig(path, dpi=100, bbox_inches='tight', facecolor='white')
         plt.close(fig)
         self.files.append(path.name)
+        rows = getattr(fig, 'fastinterp_rows', None)
+        # table rows or texts: a table of the page's own, searchable, every value whole
+        if rows is not None: return _rows_table(rows, fig.fastinterp_colours, caption)
         data = base64.b64encode(path.read_bytes()).decode('ascii')
         cap = f'<figcaption>{_e(caption)}</figcaption>' if caption else ''
         return f'<figure><img src="data:image/png;base64,{data}" alt="{_e(caption or name)}">{cap}</figure>'
@@ -95,6 +98,22 @@ def _table(df, text_cols=()):
     row = lambda r: '<tr>' + ''.join(f'<td{k}>{_e(str(v))}</td>' for k, v in zip(cls, r)) + '</tr>'
     rows = ''.join(row(r) for r in df.itertuples(index=False))
     return f'<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
+
+_TEXT_CHARS = 300  # longest text a cell of the page shows whole
+
+def _rows_table(rows, colours, caption=''):
+    "The items of a table figure (its `fastinterp_rows`, titles first) as an HTML table, titles in their colours"
+    def cell(c, v):
+        s = 'missing' if isinstance(v, float) and v != v else f'{v:.6g}' if isinstance(v, float) else str(v)
+        if c == 'text' and len(s) > _TEXT_CHARS: s = f'{s[:_TEXT_CHARS - 1]}… ({len(s):,} characters)'
+        return _e(s)
+    head = ''.join(f'<th class="text">{_e(str(c))}</th>' for c in rows.columns)
+    body = ''.join(f'<tr><td class="text" style="color:{k}">{cell(None, r[0])}</td>'
+                   + ''.join(f'<td class="text">{cell(c, v)}</td>' for c, v in zip(rows.columns[1:], r[1:])) + '</tr>'
+                   for r, k in zip(rows.itertuples(index=False), colours))
+    cap = f'<figcaption>{_e(caption)}</figcaption>' if caption else ''
+    return (f'<figure><div style="overflow-x:auto"><table><thead><tr>{head}</tr></thead>'
+            f'<tbody>{body}</tbody></table></div>{cap}</figure>')
 
 _CI = 0.95  # confidence level of every interval on the page
 

@@ -1,9 +1,10 @@
 "Showing interpretation results, with numbers printed so that they never mislead"
 
 __all__ = ['format_prob', 'format_probs', 'format_prob_groups', 'format_loss', 'format_pct', 'idx_list', 'show_items',
-           'plot_confusion', 'reliability_diagram', 'reliability_diagram_from_bins', 'plot_risk_coverage']
+           'item_rows', 'untokenize', 'plot_confusion', 'reliability_diagram', 'reliability_diagram_from_bins',
+           'plot_risk_coverage']
 
-import math, operator, textwrap
+import math, operator, re, sys, textwrap
 import numpy as np, pandas as pd, torch
 import matplotlib.pyplot as plt
 from matplotlib.font_manager import FontProperties
@@ -204,24 +205,59 @@ def show_samples(x:object, samples, titles, colors, figsize=None, suptitle='', *
     df = pd.DataFrame({'item': [textwrap.shorten(str(s[0]), 60) for s in samples]})
     return _table(df, titles, colors, figsize, suptitle)
 
+_MAX_COLS = 8  # columns of an item's values in a table figure; the rest are said, and to_df() has them
+_MAX_CHARS, _MAX_TEXT = 24, 90  # longest value, and text, a table cell shows whole
+
+def _cell(v, width):
+    "A value as a table cell: numbers with 6 significant digits, NaN as 'missing', long values cut at `width`"
+    if isinstance(v, (float, np.floating)): s = 'missing' if math.isnan(v) else f'{v:.6g}'
+    else: s = str(v)
+    s = ' '.join(s.split())  # a newline in a value would break the row
+    return s if len(s) <= width else s[:width - 1] + '…'
+
+def _text_cell(s):
+    "A text cut at `_MAX_TEXT` characters, its full length said"
+    s = ' '.join(str(s).split())
+    return s if len(s) <= _MAX_TEXT else f'{s[:_MAX_TEXT - 1]}… ({len(s):,} characters)'
+
+def _header(name, width=16):
+    "A column name on at most two lines, broken after '_', '/', '-' or a space"
+    lines, line = [], ''
+    for piece in re.split(r'(?<=[_/ -])', str(name)):
+        if line and len(line) + len(piece) > width: lines.append(line); line = ''
+        line += piece
+    lines.append(line)
+    return lines[0] if len(lines) == 1 else lines[0] + '\n' + _cell(''.join(lines[1:]), width)
+
 def _table(df, titles, colors, figsize=None, suptitle=''):
-    "`df`'s rows as a matplotlib table, each with its title in the first column"
-    df = df.copy()
-    df.insert(0, 'prediction', [t.replace('\n', ' | ') for t in titles])
-    cells = [[f'{v:.4g}' if isinstance(v, float) else str(v) for v in r] for r in df.itertuples(index=False)]
+    "`df`'s rows as a matplotlib table, each with its title in the first column; at most `_MAX_COLS`, the rest said"
+    rows = df.reset_index(drop=True)
+    rows.insert(0, 'prediction', [t.replace('\n', ' | ') for t in titles])
+    shown, left = list(rows.columns[:_MAX_COLS + 1]), len(rows.columns) - 1 - _MAX_COLS
+    cells = [[r[0], *(_text_cell(v) if c == 'text' else _cell(v, _MAX_CHARS) for c, v in zip(shown[1:], r[1:]))]
+             for r in rows[shown].itertuples(index=False)]
+    heads = [_header(c) for c in shown]
+    chars = [max(len(l) for s in [h, *(r[j] for r in cells)] for l in s.split('\n')) + 2 for j, h in enumerate(heads)]
+    head_lines = max(h.count('\n') + 1 for h in heads)
+    note = (f"{left} more column{'s' * (left != 1)} not shown ({', '.join(map(str, rows.columns[_MAX_COLS + 1:]))})"
+            f": interp.to_df() has them" if left > 0 else '')
     if figsize is None:
-        w = 2 + 1.1 * len(df.columns) + 0.05 * max(len(c[0]) for c in cells)
         sw, sh = _text_box([suptitle], _SUPTITLE)
-        figsize = (max(min(w, 40), sw + 0.4), 0.28 * (len(df) + 1) + sh + 0.1)
+        figsize = (max(sum(chars) * 9 * 0.6 / 72 + 0.3, sw + 0.4, 4),
+                   0.26 * len(cells) + 0.2 * head_lines + 0.12 + sh + (0.3 if note else 0))
     fig, ax = plt.subplots(figsize=figsize, layout='constrained')
     ax.axis('off')
+    if note: ax.set_title(textwrap.shorten(note, 160, placeholder=' …)'), loc='left', fontsize=9, color='#59636e')
     # rows fill the axes, right under the figure title: a table centred in its own size left a gap above, rows cramped
-    tab = ax.table(cellText=cells, colLabels=list(df.columns), bbox=(0, 0, 1, 1), cellLoc='left')
-    tab.auto_set_font_size(False); tab.set_fontsize(9); tab.auto_set_column_width(list(range(len(df.columns))))
+    tab = ax.table(cellText=cells, colLabels=heads, bbox=(0, 0, 1, 1), cellLoc='left')
+    tab.auto_set_font_size(False); tab.set_fontsize(9)
+    unit = 1 / (len(cells) + head_lines)  # the bbox scales the cells to it, keeping these proportions
     for (r, c), cell in tab.get_celld().items():
-        if c == 0: cell.PAD = 0.02  # of the cell's width: the default 0.1 indents the long titles
+        cell.set_width(chars[c] / sum(chars)); cell.set_height(unit * (head_lines if r == 0 else 1))
+        cell.PAD = 0.5 / chars[c]  # of the cell's width: about half a character each side
         if r == 0: cell.set_text_props(weight='bold')
         elif c == 0: cell.set_text_props(color=colors[r - 1])
+    fig._table_rows = rows
     return fig
 
 def show_items(interp, # An interpretation: its `dl`, `batch` and `items` fetch what is shown
@@ -252,19 +288,110 @@ def show_items(interp, # An interpretation: its `dl`, `batch` and `items` fetch 
     return fig
 
 def _show(interp, idxs, titles, colors, nrows=None, ncols=None, figsize=None, suptitle='', **kwargs):
-    dl = interp.dl
-    to = getattr(dl.dataset, 'iloc', None)
-    if to is not None and hasattr(dl.dataset, 'decode'):  # tabular: the rows, decoded to their original values
-        rows = to[idxs].decode().items
-        rows = rows[[c for c in rows.columns if c not in getattr(dl.dataset, 'y_names', [])]]
-        return _table(rows.reset_index(drop=True), titles, colors, figsize, suptitle)
+    rows = item_rows(interp.dl, idxs)
+    if rows is not None:
+        if isinstance(getattr(interp.dl, 'items', None), pd.DataFrame): rows.insert(0, 'row', rows.index)  # df.loc[row]
+        fig = _table(rows, titles, colors, figsize, suptitle)
+        # the rows, uncut, titles first, for a page to write as a table of its own
+        fig.fastinterp_rows, fig.fastinterp_colours = fig._table_rows, list(colors)
+        return fig
     b = interp.batch(idxs)
-    if hasattr(dl, '_pre_show_batch'):
-        x, _, samples = dl._pre_show_batch(b, max_n=len(idxs))
+    if hasattr(interp.dl, '_pre_show_batch'):
+        x, _, samples = interp.dl._pre_show_batch(b, max_n=len(idxs))
         if samples is not None:
             return show_samples(x, samples, titles, colors, nrows=nrows, ncols=ncols, figsize=figsize,
                                 suptitle=suptitle, **kwargs)
     return _table(pd.DataFrame({'item': interp.items(idxs)}), titles, colors, figsize, suptitle)
+
+def item_rows(dl, # A DataLoader of fastai's tabular or text data
+        idxs, # Indices of the items
+    ):
+    """The items at `idxs` as the user's data had them, one row each, indexed as in its DataFrame: a table's features
+    decoded (categories, unnormalized numbers, missing values), or a text rebuilt from its tokens; None for images
+
+    >>> print(item_rows(learn.dls.valid, [0]))  # a DataLoader of tensors: its items are no rows
+    None
+    """
+    ds = getattr(dl, 'dataset', None)
+    idxs = idx_list(idxs)
+    if hasattr(ds, 'iloc') and hasattr(ds, 'decode') and hasattr(ds, 'cont_names'): return _tabular_rows(ds, idxs)
+    texts = _texts(ds, idxs)
+    if texts is None: return None
+    items = getattr(getattr(ds, 'tls', [None])[0], 'items', None)
+    return pd.DataFrame({'text': texts}, index=items.index[idxs] if isinstance(items, pd.DataFrame) else None)
+
+def _tabular_rows(to, idxs):
+    "The features of the rows at `idxs` of `to` (a `TabularPandas`), as its DataFrame had them before the procs"
+    from fastai.tabular.core import FillMissing
+    rows = to.iloc[idxs].decode().items  # Categorify and Normalize undone; FillMissing left its fill value
+    added = set()
+    for p in to.procs:
+        if not isinstance(p, FillMissing) or not p.add_col: continue
+        for n in p.na_dict:
+            if f'{n}_na' not in rows: continue
+            added.add(f'{n}_na')
+            rows.loc[rows[f'{n}_na'].astype(str) == 'True', n] = np.nan  # missing, as it was: not the fill value
+    feats = set(to.cat_names) | set(to.cont_names)
+    rows = rows[[c for c in rows.columns if c in feats and c not in added]].copy()
+    for c in to.cont_names:
+        # (x - mean) / std * std + mean leaves noise in the last bits the normalized values keep (float32: 16.3 read
+        # back as 16.299999): rounded to the digits they keep
+        if c not in rows: continue
+        d = 7 if to.items[c].dtype == np.float32 else 12
+        rows[c] = [v if not math.isfinite(v) else float(f'{v:.{d}g}') for v in rows[c].astype(float)]
+    return rows
+
+def _is(o, module, name):
+    "Whether `o` is an instance of `module.name`, without importing the module where no one has"
+    cls = getattr(sys.modules.get(module), name, None)
+    return cls is not None and isinstance(o, cls)
+
+def _texts(ds, idxs):
+    "The texts at `idxs` of a fastai text `Datasets`, as written (rebuilt from the tokens); None if it has no text"
+    tls = getattr(ds, 'tls', None)
+    if not tls: return None
+    tl, tfms = tls[0], tls[0].tfms.fs
+    if not any(_is(t, 'fastai.text.core', 'Tokenizer') or _is(t, 'fastai.text.data', 'Numericalize') for t in tfms):
+        return None
+    reader = next((t for t in tfms if _is(t, 'fastai.data.transforms', 'ColReader')), None)
+    res = []
+    for i in idxs:
+        o = tl.items.iloc[i] if hasattr(tl.items, 'iloc') else tl.items[i]
+        if reader is not None and hasattr(o, 'index'): o = o[reader.cols[0]]
+        if isinstance(o, str): res.append(o)  # not tokenized yet: the text itself
+        elif isinstance(o, (list, tuple)) or hasattr(o, 'items'): res.append(untokenize(list(o)))
+        else: res.append(untokenize(str(tl.decode(tl[i])).split(' ')))  # e.g. a file: its tokens, through the vocab
+    return res
+
+_SPECIAL = {'xxbos', 'xxeos', 'xxpad', 'xxfld'}
+_NO_SPACE_BEFORE = re.compile(r" ([.,;:!?%)\]}]|n't\b|'(?:s|re|ve|m|ll|d)\b)")
+_NO_SPACE_AFTER = re.compile(r"([(\[{$]) ")
+
+def untokenize(tokens, # Tokens of fastai's default rules (spacy's words, 'xxmaj', 'xxup', 'xxrep', ...)
+    )->str:
+    """The text `tokens` were made from, as near as they tell: case restored, repeats written out, markers gone
+
+    >>> untokenize(['xxbos', 'xxmaj', 'this', 'wine', 'has', 'high', 'xxup', 'od', ',', 'low', 'ash', '.'])
+    'This wine has high OD, low ash.'
+    """
+    words, case, j = [], None, 0
+    while j < len(tokens):
+        t = str(tokens[j]); j += 1
+        if t in ('xxmaj', 'xxup'): case = t; continue
+        if t in ('xxrep', 'xxwrep') and j + 1 < len(tokens) and str(tokens[j]).isdigit():
+            n, w = int(tokens[j]), str(tokens[j + 1]); j += 2
+            t = w * n if t == 'xxrep' else ' '.join([w] * n)
+        elif t == 'xxfld':  # a field marker and its number: fields are joined by a space
+            if j < len(tokens) and str(tokens[j]).isdigit(): j += 1
+            continue
+        elif t in _SPECIAL: continue
+        t = t.replace('▁', ' ')  # fastai's stand-in for a space inside a token
+        if case == 'xxmaj': t = t[:1].upper() + t[1:]
+        elif case == 'xxup': t = t.upper()
+        case = None
+        words.append(t)
+    # the tokenizer split punctuation off the words and dropped the spaces: written back as text is usually spaced
+    return _NO_SPACE_AFTER.sub(r'\1', _NO_SPACE_BEFORE.sub(r'\1', ' '.join(words)))
 
 _NORMALIZED = {'true': 'each row (actual class) sums to 1', 'pred': 'each column (predicted class) sums to 1',
                'all': 'all cells sum to 1'}

@@ -124,7 +124,7 @@ class Views:
         return (b[:n_inp] if n_inp > 1 else b[0]), *(pick(t) for t in r)
 
     def to_df(self):
-        "One row per item: item, target, prediction, p(pred), p(target), loss and every uncertainty measure"
+        "One row per item: item, target, prediction, p(pred), p(target), loss, every measure; a row's or text's values"
         r = self._every('to_df', 'holds one row per item')
         df = pd.DataFrame({'item': self._item_names()})
         names = np.array([str(v) for v in self.vocab], dtype=object)
@@ -147,6 +147,10 @@ class Views:
             checked = as_probs(r.probs)  # checked once for every measure
             for m in MEASURES: df[m] = scores(checked, m).numpy()
         for m, s in extra.items(): df[m] = s.numpy()
+        rows = show.item_rows(self.dl, range(len(df)))
+        if rows is not None:  # a table's features decoded, or the text: the item as the user's data had it
+            rows = rows.reset_index(drop=True)
+            df = pd.concat([df, rows.rename(columns=lambda c: f'{c} (input)' if c in df.columns else c)], axis=1)
         return df
 
     # --- rankings: each returns (scores, idxs)
@@ -570,9 +574,11 @@ class Views:
 
     # --- the items themselves, fetched only for those shown
     def _item_names(self):
+        "Per item: its file, its label in the DataFrame (table rows, texts), else its position"
         items = getattr(self.dl, 'items', None)
         n = self._n()
-        if isinstance(items, pd.DataFrame) or items is None or len(items) != n: return list(range(n))
+        if items is None or len(items) != n: return list(range(n))
+        if isinstance(items, pd.DataFrame): return items.index.tolist()
         return [str(o) for o in items]
 
     def items(self, idxs):
