@@ -15,6 +15,7 @@ from . import calibration  # ECE, MCE, Brier, NLL, temperature fitting
 from .stats import StreamingStats
 from .streaming import StreamingCallback
 from .interpret import ClassificationInterpretation, StreamingInterpretation
+from .segmentation import SegmentationInterpretation
 from . import labels, selective, intervals  # label issues, selective prediction, intervals
 from .folds import out_of_fold
 

@@ -5,7 +5,7 @@ from contextlib import contextmanager
 import pytest
 from _pytest.doctest import DoctestItem
 
-_learner = None
+_learner = _seg_learner = None
 
 @contextmanager
 def _seeded(seed=0):
@@ -38,6 +38,15 @@ def _small_learner():
     with learn.no_logging(): learn.fit(3, 1e-2)
     return learn
 
+def _small_seg_learner():
+    "200 of the digit masks at 16 x 16 (40 to validate), a narrow U-Net trained for one epoch"
+    import tempfile
+    from fastinterp.data import digits_masks, digits_seg_learner
+    learn = digits_seg_learner(digits_masks(tempfile.mkdtemp(), size=16), n_images=200, width=8)
+    if hasattr(learn, 'progress'): learn.remove_cb(learn.progress)
+    with learn.no_logging(): learn.fit_one_cycle(1, 1e-2)
+    return learn
+
 @pytest.fixture(autouse=True)
 def _doctest_names(request):
     "Only for the docstring examples: the learner is built once, the first time one of them runs"
@@ -49,4 +58,9 @@ def _doctest_names(request):
             with _seeded(0): _learner = _small_learner()  # the same model, shuffle order and dropout everywhere
         ns = request.getfixturevalue('doctest_namespace')
         ns.update(torch=torch, nn=nn, F=F, np=np, fastinterp=fastinterp, learn=_learner)
+        if 'segmentation' in request.node.name:  # built only for the examples that use it
+            global _seg_learner
+            if _seg_learner is None:
+                with _seeded(0): _seg_learner = _small_seg_learner()
+            ns['seg_learn'] = _seg_learner
     yield

@@ -3,7 +3,7 @@
 __all__ = ['ROW_TOL', 'TINY', 'sums_to_one', 'check_k', 'check_finite', 'nonfinite_message', 'as_probs',
            'class_targets', 'item_nll', 'brier_terms', 'output_kind', 'as_classes', 'check_normalize',
            'normalize_confusion', 'confusion_counts', 'report_from_confusion', 'topk', 'CalibrationBins', 'bin_sums',
-           'ece_from_bins', 'mce_from_bins']
+           'ece_from_bins', 'mce_from_bins', 'loss_ignore_index']
 
 import re
 from typing import NamedTuple
@@ -96,6 +96,19 @@ def class_targets(targs, # (N,) class indices, or (N, C) soft or one-hot targets
     (tensor([0, 1]), tensor([1, 0]))
     """
     return targs.argmax(1) if targs.shape == probs.shape else targs.view(-1)
+
+def loss_ignore_index(loss, # A loss: PyTorch's, or fastai's wrapper of one
+    )->int|None:
+    """The target value the loss leaves out (`ignore_index`), through fastai's wrappers; None if it has none
+
+    >>> import torch.nn as nn
+    >>> loss_ignore_index(nn.CrossEntropyLoss(ignore_index=255)), loss_ignore_index(nn.MSELoss())
+    (255, None)
+    """
+    for o in (loss, getattr(loss, 'func', None)):
+        ii = getattr(o, 'ignore_index', None)
+        if isinstance(ii, int): return ii
+    return None
 
 def item_nll(probs, # (N, C) probabilities; multilabel: (N, L) per label
         targs, # (N,) class indices (or soft rows); multilabel: (N, L) 0/1 labels

@@ -81,6 +81,9 @@ class _Collect(Callback):
         if self.probs_in is None and self.act is None:  # decided on the first batch, kept for every other
             self.probs_in = _outputs_are_probs(self.learn.model, self.activation, raw)
         probs, decoded = activate(self.learn, raw, self.act, self.activation, finite=True, probs_in=self.probs_in)
+        if probs.ndim > 2:
+            raise ValueError(f"The model's outputs have shape {tuple(probs.shape)}: a prediction per pixel, not per "
+                             f"item. For a segmentation model use SegmentationInterpretation.from_learner(learn)")
         batch = {'probs': probs.float(), 'decoded': decoded}
         if self.labelled: batch['targs'] = to_detach(detuplify(self.learn.yb))
         if self.with_loss: batch['losses'] = batch_losses(self.learn, self.act, self.activation)

@@ -422,8 +422,8 @@ def test_tta_over_learner_data_loaders_of_torch(digits_arrays):
         assert torch.equal(targs, y[items])
 
 # --- outputs that are not one row per item
-def test_spatial_outputs_refused(digits_arrays):
-    "Per-pixel class scores (N, C, H, W): a clear refusal, not a size mismatch deep in the callback"
+def test_spatial_outputs_get_undone_transforms_or_a_clear_refusal(digits_arrays):
+    "Per-pixel class scores (N, C, H, W): flips undone (see test_segmentation), never a random augmentation averaged"
     X, y = digits_arrays
     imgs = X.view(-1, 1, 8, 8)
     masks = (imgs[:, 0] * 2.99).long()  # three classes of pixels
@@ -431,8 +431,10 @@ def test_spatial_outputs_refused(digits_arrays):
     dls = DataLoaders(FaDataLoader(items[:1400], bs=64, shuffle=True), FaDataLoader(items[1400:], bs=128))
     learn = Learner(dls, nn.Conv2d(1, 3, 3, padding=1), loss_func=nn.CrossEntropyLoss())
     noise = lambda b: (b[0] + 0.01 * torch.randn_like(b[0]), *b[1:])
-    with pytest.raises(ValueError, match=r'one row of class probabilities .* shape \(128, 3, 8, 8\): spatial outputs'):
+    with pytest.raises(ValueError, match='no way to undo them on its outputs'):
         learn.tta(n=2, batch_tfms=noise, progress=False)
+    probs, _ = learn.tta(n=2, progress=False)  # a plain dataset, and no augmentation given: flips, each undone
+    assert probs.shape == (len(items) - 1400, 3, 8, 8)
     with pytest.raises(ValueError, match='each augmentation undone before averaging'):
         with learn.no_bar(): learn.validate(cbs=[TTACallback()])
 
