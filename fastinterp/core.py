@@ -3,7 +3,7 @@
 __all__ = ['ROW_TOL', 'TINY', 'sums_to_one', 'check_k', 'check_finite', 'nonfinite_message', 'as_probs',
            'class_targets', 'item_nll', 'brier_terms', 'output_kind', 'as_classes', 'check_normalize',
            'normalize_confusion', 'confusion_counts', 'report_from_confusion', 'topk', 'CalibrationBins', 'bin_sums',
-           'ece_from_bins', 'mce_from_bins', 'loss_ignore_index']
+           'ece_from_bins', 'mce_from_bins', 'loss_ignore_index', 'bincount']
 
 import re
 from typing import NamedTuple
@@ -278,6 +278,19 @@ class CalibrationBins(NamedTuple):
     confidence: torch.Tensor # (..., n_bins+1) float64: their summed confidence
     correct: torch.Tensor    # (..., n_bins+1) float64: how many were right (multilabel: how many had the label)
 
+def bincount(idx, # (N,) int64 indices, 0 or more
+        weights=None, # (N,) weights, or None to count
+        minlength:int=0, # Length of the result at least
+    )->torch.Tensor:
+    """`torch.bincount`, through numpy's on the CPU: there torch's takes 30 ms for 131,072 indices and numpy's 0.2 ms
+
+    >>> bincount(torch.tensor([0, 2, 2]), minlength=4), bincount(torch.tensor([1, 1]), torch.tensor([0.5, 2.]))
+    (tensor([1, 0, 2, 0]), tensor([0.0000, 2.5000], dtype=torch.float64))
+    """
+    if idx.device.type != 'cpu': return torch.bincount(idx, weights=weights, minlength=minlength)
+    w = None if weights is None else weights.detach().double().numpy()
+    return torch.from_numpy(np.bincount(idx.numpy(), weights=w, minlength=minlength))
+
 def bin_sums(conf, # (N, K) confidences in [0, 1]
         hit, # (N, K) outcomes: 1 right (or label on), 0 not
         n_bins:int, # Equal-width bins over [0, 1]
@@ -295,7 +308,7 @@ def bin_sums(conf, # (N, K) confidences in [0, 1]
     K, nb = conf.shape[1], n_bins + 1
     idx = ((torch.bucketize(conf, edges, right=True) - 1) + torch.arange(K, device=conf.device) * nb).flatten()
     weights = (None, conf.double().flatten(), hit.double().flatten())
-    return CalibrationBins(*(torch.bincount(idx, weights=w, minlength=K * nb).view(K, nb) for w in weights))
+    return CalibrationBins(*(bincount(idx, weights=w, minlength=K * nb).view(K, nb) for w in weights))
 
 def ece_from_bins(bins:CalibrationBins)->torch.Tensor:
     """Expected calibration error: per bin |accuracy - mean confidence| weighted by its share of the items, summed

@@ -16,7 +16,7 @@ import fastai.interpret
 
 from .activations import activation_for
 from .calibration import metrics_from_sums
-from .core import (TINY, CalibrationBins, bin_sums, check_k, check_normalize, loss_ignore_index,
+from .core import (TINY, CalibrationBins, bin_sums, bincount, check_k, check_normalize, loss_ignore_index,
                    normalize_confusion, topk)
 from .loaders import every_item_dl, in_order
 from .passes import no_bar
@@ -50,12 +50,13 @@ def pixel_confusion(targs, # (N, H, W) or any shape: the target class of each pi
     t, d = t[keep], d[keep]
     _check_classes(t, n_classes, ignore_index)
     _check_classes(d, n_classes, None, 'predicted')
-    return torch.bincount(t * n_classes + d, minlength=n_classes * n_classes).view(n_classes, n_classes).numpy()
+    return bincount(t * n_classes + d, minlength=n_classes * n_classes).view(n_classes, n_classes).numpy()
 
 def _check_classes(t, C, ignore_index, what='target'):
-    bad = (t < 0) | (t >= C)
-    if bool(bad.any()):
-        v = int(t[bad][0])
+    if not t.numel(): return
+    lo, hi = torch.aminmax(t)  # one pass; the offending value is looked for only when there is one
+    if lo < 0 or hi >= C:
+        v = int(t[(t < 0) | (t >= C)][0])
         extra = '' if ignore_index is None else f" (and it is not ignore_index={ignore_index})"
         raise ValueError(f"A {what} mask holds class {v}, which the vocab of {C} classes lacks{extra}: check the "
                          f"masks' codes, or pass ignore_index= for the value of pixels to leave out")
@@ -125,34 +126,39 @@ class SegmentationStats:
         if self.labelled is None: self.labelled = labelled
         elif self.labelled != labelled: raise ValueError("Every batch must have targets, or none")
         conf, pred = p.max(1)
-        logp = p.clamp_min(TINY).log()
-        self._img['entropy'].append((-(p * logp).sum(1) / math.log(C)).flatten(1).mean(1).double())
+        # per-pixel entropy without a log of every probability kept: entr(p) = -p log p, 0 at p = 0
+        self._img['entropy'].append((torch.special.entr(p).sum(1) / math.log(C)).flatten(1).mean(1).double())
         if not labelled:
-            self._img['pred'].append(_per_image(pred, torch.ones_like(pred, dtype=torch.bool), C))
+            self._img['pred'].append(_per_image(pred, None, C))
             return
         t = targs.detach().cpu().long()
         if t.ndim == p.ndim and t.shape[1] == 1: t = t[:, 0]
         if t.shape != pred.shape:
             raise ValueError(f"targets of shape {tuple(t.shape)} do not match the predictions' {tuple(pred.shape)}: "
                              f"a segmentation target is one class per pixel")
-        keep = t != self.ignore_index if self.ignore_index is not None else torch.ones_like(t, dtype=torch.bool)
-        _check_classes(t[keep], C, self.ignore_index)
-        self.ignored += int((~keep).sum())
-        t = torch.where(keep, t, 0)
-        right = (pred == t) & keep
-        nll = -logp.gather(1, t[:, None])[:, 0] * keep
-        pixels = keep.flatten(1).sum(1)
+        keep = None  # every pixel: no mask to apply, no copies of the kept ones
+        if self.ignore_index is not None and bool((t == self.ignore_index).any()):
+            keep = t != self.ignore_index
+            self.ignored += int((~keep).sum())
+            t = torch.where(keep, t, 0)
+        _check_classes(t if keep is None else t[keep], C, self.ignore_index)
+        kept = (lambda x: x) if keep is None else (lambda x: x[keep])
+        masked = (lambda x: x) if keep is None else (lambda x: x * keep)
+        right = pred == t if keep is None else (pred == t) & keep
+        pt = p.gather(1, t[:, None])[:, 0]
+        nll = masked(-pt.clamp_min(TINY).log())
+        pixels = torch.full((len(t),), t[0].numel()) if keep is None else keep.flatten(1).sum(1)
         self._img['pixels'].append(pixels)
         self._img['loss'].append(nll.flatten(1).sum(1).double() / pixels.clamp_min(1))
         self._img['correct'].append(right.flatten(1).sum(1))
-        self._img['inter'].append(_per_image(torch.where(right, pred, -1), right, C))
+        self._img['inter'].append(_per_image(pred, right, C))
         self._img['pred'].append(_per_image(pred, keep, C))  # ignored pixels are neither predicted nor target
         self._img['targ'].append(_per_image(t, keep, C))
-        self.cm += torch.bincount((t * C + pred)[keep], minlength=C * C)
-        b = bin_sums(conf[keep][:, None], right[keep][:, None].double(), self.n_bins)
+        self.cm += bincount(kept(t * C + pred).flatten(), minlength=C * C)
+        b = bin_sums(kept(conf).reshape(-1, 1), kept(right).reshape(-1, 1).double(), self.n_bins)
         self.bins = CalibrationBins(*(a + x[0] for a, x in zip(self.bins, b)))
-        pt = p.gather(1, t[:, None])[:, 0]
-        self.brier_sum += float((((p * p).sum(1) - 2 * pt + 1) * keep).double().sum())
+        sq = torch.linalg.vector_norm(p, 2, dim=1).square()  # sum of p^2 over classes, no C-wide temporary
+        self.brier_sum += float(masked(sq - 2 * pt + 1).double().sum())
         self.nll_sum += float(nll.double().sum())
 
     def _cat(self, key): return torch.cat(self._img[key]) if self._img[key] else None
@@ -168,10 +174,10 @@ class SegmentationStats:
                 'brier_sum': self.brier_sum, 'nll_sum': self.nll_sum, 'n': self.n, 'ignored': self.ignored}
 
 def _per_image(cls, keep, C):
-    "(B, C) pixels of each class per image, among the `keep` pixels"
+    "(B, C) pixels of each class per image, among the `keep` pixels (None: all)"
     B = len(cls)
-    idx = (torch.arange(B)[:, None] * C + cls.flatten(1).clamp_min(0))[keep.flatten(1)]
-    return torch.bincount(idx, minlength=B * C).view(B, C)
+    idx = torch.arange(B)[:, None] * C + cls.flatten(1)
+    return bincount(idx.flatten() if keep is None else idx[keep.flatten(1)], minlength=B * C).view(B, C)
 
 class _Count(Callback):
     "Each validation batch's probabilities counted into a `SegmentationStats`, then dropped"
