@@ -1,6 +1,6 @@
 "The `fastinterp` command: `demo` trains on the digits and writes a report; `report` does it for an exported learner"
 
-__all__ = ['main', 'demo', 'report', 'read_items', 'read_rows', 'labelled_dl', 'BadInput']
+__all__ = ['main', 'demo', 'report', 'read_items', 'read_rows', 'read_masks', 'labelled_dl', 'BadInput']
 
 import argparse, contextlib, importlib, pickle, re, sys, tempfile, types, warnings
 from pathlib import Path
@@ -532,6 +532,11 @@ def report(learner, # File written by `learn.export()`
     _check_folds(folds, epochs)
     p = lambda *a: print(*a, file=file or sys.stdout, flush=True)
     learn = _load(learner, imports)
+    if _mask_codes(learn) is not None:  # a segmentation learner: DATA holds images/ and masks/
+        if folds or item_col or label_col:
+            raise BadInput(f"{learner} is a segmentation learner: --folds, --item-col and --label-col are for "
+                           f"classifiers; DATA is a folder of images/ and masks/")
+        return _report_segmentation(learn, learner, data, out, tta, k, unlabelled, p)
     activation, vocab = _classes(learn, learner)
     if hasattr(learn.dls.valid_ds, 'cont_names'):  # a tabular learner: DATA is a CSV of rows
         if tta or folds: raise BadInput(f"--{'tta' if tta else 'folds'} is for images; {learner} is a tabular learner")
@@ -572,6 +577,68 @@ def report(learner, # File written by `learn.export()`
     p(f"\nReport: {path}")
     return path
 
+def _mask_codes(learn):
+    "The codes of a segmentation learner's masks (fastai's MaskBlock keeps them in an item transform), else None"
+    for f in getattr(getattr(learn.dls.valid, 'after_item', None), 'fs', []):
+        if getattr(f, 'codes', None) is not None: return list(f.codes)
+    return None
+
+def read_masks(data, # A folder holding images/ and masks/ (a mask of the same name per image), or images alone
+        unlabelled:bool=False, # Ignore the masks
+    ):
+    """(images, masks or None): the images of `data/images` and their masks in `data/masks`; images alone: unlabelled
+
+    >>> import tempfile
+    >>> from fastinterp.data import digits_masks
+    >>> images, masks = read_masks(digits_masks(tempfile.mkdtemp(), size=8))
+    >>> len(images), masks[0].parent.name, masks[0].name == images[0].name
+    (1797, 'masks', True)
+    """
+    from fastai.data.transforms import get_image_files
+    data = Path(data)
+    if not data.is_dir(): raise BadInput(f"{data} is not a folder: a segmentation report reads a folder of images/ "
+                                         f"and masks/")
+    img_dir = data/'images' if (data/'images').is_dir() else data
+    images = sorted(get_image_files(img_dir, recurse=False))
+    if not images: raise BadInput(f"no images in {img_dir}")
+    if unlabelled or not (data/'masks').is_dir(): return images, None
+    masks = [data/'masks'/f.name for f in images]
+    if not masks[0].exists():  # a mask may be saved as PNG for a JPEG image
+        masks = [data/'masks'/(f.stem + '.png') for f in images]
+    missing = [f.name for f, m in zip(images, masks) if not m.exists()]
+    if missing: raise BadInput(f"{len(missing):,} image(s) of {img_dir} have no mask of the same name in "
+                               f"{data/'masks'}, e.g. {missing[0]}")
+    return images, masks
+
+class _Pair:
+    "Item `i` of an (image, mask) pair, opened as fastai opens it: a class, not a lambda"
+    def __init__(self, i, create): self.i, self.create = i, create
+    def __call__(self, o): return self.create(o[self.i])
+
+def _report_segmentation(learn, fname, data, out, tta, k, unlabelled, p):
+    "The segmentation page: the masks read as they are, not through the exported learner's own label function"
+    from fastai.data.core import Datasets
+    from fastai.vision.core import PILImage, PILMask
+    from .report import write_report
+    from .segmentation import SegmentationInterpretation
+    images, masks = read_masks(data, unlabelled)
+    p(f"{len(images):,} images from {data}" + ('' if masks else '; no masks: the uncertainty part only'))
+    _out_dir(out)
+    if masks is None: dl = learn.dls.test_dl(images)
+    else:
+        # lists, not tuples: a transform maps over the parts of a tuple
+        ds = Datasets([[i, m] for i, m in zip(images, masks)],
+                      [[_Pair(0, PILImage.create)], [_Pair(1, PILMask.create)]])
+        dl = learn.dls.valid.new(ds)
+    try:
+        with _quiet(learn):
+            interp = SegmentationInterpretation.from_learner(learn, dl=dl, tta=tta or False, progress=False)
+    except (ValueError, TypeError) as e: raise BadInput(f"cannot interpret {fname}: {e}") from None
+    if interp.labelled: p(f"mean IoU {interp.mean_iou():.4f}, pixel accuracy {interp.pixel_accuracy():.4f}")
+    path = write_report(interp, out, k=k, data=data, title='fastinterp report: segmentation')
+    p(f"\nReport: {path}")
+    return path
+
 def main(argv=None):
     """The `fastinterp` command: `fastinterp demo` or `fastinterp report LEARNER.pkl DATA`; bad input: one line, exit 1
 
@@ -602,7 +669,8 @@ def main(argv=None):
     r.add_argument('learner', metavar='LEARNER.pkl', help='file written by learn.export()')
     r.add_argument('data', metavar='DATA', help='image folder labelled by the name of each image\'s folder (images '
                    'directly in DATA: unlabelled), or a CSV of image paths (relative to the CSV) and labels, with or '
-                   'without a header')
+                   'without a header; a tabular learner: a CSV of rows; a segmentation learner: a folder of images/ '
+                   'and masks/ (a mask of the same name per image)')
     r.add_argument('--out', default=DEFAULT_OUT, help=f'folder to write the report into (default ./{DEFAULT_OUT}); '
                    'a report already there is replaced whole')
     r.add_argument('--tta', type=int, default=0, metavar='N',

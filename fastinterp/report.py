@@ -12,6 +12,7 @@ from .activations import activation_for
 from .calibration import calibration_bins
 from .intervals import Estimate, wilson_interval
 from .preds import learner_temperature
+from .segmentation import SegmentationInterpretation
 from .show import format_pct, format_prob  # 100.00% and 0.00% only for exactly 1 and 0
 
 _CSS = """
@@ -387,7 +388,7 @@ def _abstain_section(page, interp):
              f"and the share of them predicted (coverage). AURC, the area under risk = 1 - accuracy against "
              f"coverage, sums it up: lower is better. A threshold picked on these items is best checked on others.")
 
-def write_report(interp, # A `ClassificationInterpretation` (labelled or not)
+def write_report(interp, # A `ClassificationInterpretation` or `SegmentationInterpretation` (labelled or not)
         out, # Folder to write report.html, predictions.csv and the PNGs into; a report already there is replaced whole
         k:int=9, # Items in each gallery
         title:str='fastinterp report',
@@ -417,7 +418,9 @@ def write_report(interp, # A `ClassificationInterpretation` (labelled or not)
     tmp = out.parent/f'.{out.name}.writing-{uuid.uuid4().hex[:12]}'
     tmp.mkdir()  # as `out` would be made, with the user's umask (mkdtemp's folders are private to their owner)
     try:
-        _write(interp, tmp, k, title, data, skipped, stock, tta, temperature, max_classes, label_issues, flipped)
+        if isinstance(interp, SegmentationInterpretation): _write_segmentation(interp, tmp, k, title, data, skipped)
+        else: _write(interp, tmp, k, title, data, skipped, stock, tta, temperature, max_classes, label_issues,
+                     flipped)
         _swap_in(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -461,6 +464,85 @@ def _write(interp, out, k, title, data, skipped, stock, tta, temperature, max_cl
     page.add('files', 'Files', _files(page, df, skipped, interp.multilabel))
     (out/'report.html').write_text(page.html(title, _meta(interp, data, skipped)), encoding='utf-8')
 
+def _write_segmentation(interp, out, k, title, data, skipped):
+    "The page of a segmentation model: IoU per class, pixel confusion, the worst and least sure images, calibration"
+    page, n, C = _Page(out), interp.n, len(interp.vocab)
+    per_image = pd.DataFrame({'image': interp.items(range(n))})
+    per_image['mean_entropy'] = interp.res['entropy'].numpy()
+    if interp.labelled:
+        per_image['loss'] = interp.losses.numpy()
+        per_image['pixel_accuracy'] = (interp.res['correct'] / interp.res['pixels'].clamp_min(1)).numpy()
+        per_image['iou'] = interp.image_iou().numpy()
+    per_image.to_csv(out/'per_image.csv', index=False)
+    page.files.append('per_image.csv')
+    k = min(k, 6)  # four panels per image: a few images make a tall figure already
+    if interp.labelled:
+        m = interp.calibration()
+        cards = [('Mean IoU', f'{interp.mean_iou():.4f}', f'over the {int((~np.isnan(interp.iou())).sum())} classes '
+                  f'in the targets or the predictions'),
+                 ('Pixel accuracy', format_pct(interp.pixel_accuracy()), f'{int(interp.res["confusion"].sum()):,} '
+                  f'pixels' + (f', {interp.res["ignored"]:,} of ignore_index {interp.ignore_index} left out'
+                               if interp.res['ignored'] else '')),
+                 ('ECE (pixels)', format_pct(m['ece']), 'calibration error of the top-class probability per pixel')]
+    else: cards = []
+    cards.append(('Images', f'{n:,}', f'{C} classes' + ('' if interp.labelled else ', no masks: uncertainty only')))
+    page.add('summary', 'Summary', _cards(cards) + ('<p class="lead">No intervals: the pixels of one image are not '
+                                                    'independent draws, so a binomial interval over pixels would be '
+                                                    'far too narrow.</p>' if interp.labelled else ''))
+    if interp.labelled:
+        pc = interp.per_class()
+        pc.to_csv(out/'per_class.csv', index=False)
+        page.files.append('per_class.csv')
+        fmt = lambda v: 'absent' if v != v else f'{v:.4f}'
+        t = pd.DataFrame({'class': pc['class'].astype(str), 'target pixels': [f'{v:,}' for v in pc['pixels']],
+                          'predicted pixels': [f'{v:,}' for v in pc['predicted']], 'IoU': pc['iou'].map(fmt),
+                          'Dice': pc['dice'].map(fmt)})
+        page.add('per-class', 'IoU and Dice per class', _table(t, text_cols={'class'}),
+                 'Over every pixel of every image. "absent": the class is in no target and no prediction, and has no '
+                 'IoU (it is left out of the mean).')
+        interp.plot_confusion_matrix()
+        page.add('confusion-matrix', 'Pixel confusion matrix', page.figure(plt.gcf(), 'confusion_matrix'),
+                 'Rows: the class of the target pixel, each row normalized to 1; columns: the predicted class.')
+        interp.plot_top_losses(k)
+        page.add('top-losses', 'Top losses', page.figure(plt.gcf(), 'top_losses'),
+                 'The images of largest mean pixel loss: the image, its target mask, the predicted mask, and how '
+                 'unsure the model is at each pixel (entropy; bright: unsure), with the image\'s IoU.')
+    interp.plot_most_uncertain(k)
+    page.add('most-uncertain', 'Most uncertain', page.figure(plt.gcf(), 'most_uncertain'),
+             'The images of highest mean pixel entropy, whatever the target: the first ones to check or to label.')
+    if interp.tta_report is not None:
+        r = interp.tta_report
+        df = pd.DataFrame({'pass': r.index, 'pixel accuracy': [format_pct(v) for v in r['accuracy']],
+                           'NLL': [f'{v:.4f}' for v in r['nll']], 'mean IoU': [f'{v:.4f}' for v in r['mean_iou']]})
+        page.add('tta', 'Test-time augmentation', _table(df, text_cols={'pass'}),
+                 'Each augmented pass flips or rotates the images and undoes it on the predicted probabilities, so '
+                 'the masks line up before they are averaged. The rest of the page shows TTA\'s probabilities.')
+    if interp.labelled:
+        interp.plot_reliability()
+        t = pd.DataFrame({'measure': ['ECE', 'MCE (the worst bin alone)', 'Brier score', 'NLL (nats)', 'accuracy'],
+                          'all pixels': [format_pct(m['ece']), format_pct(m['mce']), f"{m['brier']:.4f}",
+                                         f"{m['nll']:.4f}", format_pct(m['accuracy'])]})
+        page.add('calibration', 'Calibration', _table(t, text_cols={'measure'}) +
+                 page.figure(plt.gcf(), 'reliability', 'Every pixel: its top-class probability against how often '
+                             'that class is right.'),
+                 'Is a pixel predicted with p = 0.8 right 80% of the time? The same diagram as for a classifier, '
+                 'counted over pixels.')
+    body = '<p>Beside this page:</p><ul class="files">' + ''.join(
+        f'<li><a href="{_e(f)}">{_e(f)}</a></li>' for f in page.files) + '</ul>'
+    body += ('<p><code>per_image.csv</code>: one row per image, in the order of the data: <code>image</code>, '
+             '<code>mean_entropy</code> (0 sure, 1 uniform)' + (', <code>loss</code> (mean pixel NLL), '
+             '<code>pixel_accuracy</code> and <code>iou</code> (mean over the classes in its target or prediction)'
+             if interp.labelled else '') + '.</p>')
+    if skipped: body += (f'<div class="warn"><strong>{len(skipped):,} image(s) could not be read and were skipped.'
+                         f'</strong></div>')
+    page.add('files', 'Files', body)
+    learn = interp.learn
+    act = activation_for(learn.loss_func)
+    meta = ' &middot; '.join([f'model <code>{_e(type(learn.model).__name__)}</code>',
+                              f'loss <code>{_e(str(act.loss))}</code> &rarr; {_e(act.name)} per pixel',
+                              f'{n:,} images' + (f' from <code>{_e(str(data))}</code>' if data else '')])
+    (out/'report.html').write_text(page.html(title, meta), encoding='utf-8')
+
 def _predictions(interp):
     "`interp.to_df()` with a column p(class) of each class's probability, after p_pred and p_target"
     df = interp.to_df()
@@ -470,7 +552,7 @@ def _predictions(interp):
     probs = pd.DataFrame(interp.probs.numpy(), columns=names, index=df.index)
     return pd.concat([df.iloc[:, :at], probs, df.iloc[:, at:]], axis=1)
 
-_REPORT_FILES = re.compile(r'report\.html|predictions\.csv|label_issues\.csv|.+\.png')
+_REPORT_FILES = re.compile(r'report\.html|predictions\.csv|label_issues\.csv|per_image\.csv|per_class\.csv|.+\.png')
 
 def check_out(out, # The folder a report is to be written into
     ):

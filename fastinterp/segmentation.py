@@ -265,12 +265,15 @@ class SegmentationInterpretation(fastai.interpret.SegmentationInterpretation):
     @classmethod
     def _from_tta(cls, learn, dl, vocab, ii, n_bins, n, progress, **kwargs):
         "Counts of TTA's per-pixel probabilities (each pass undone); they are held once, N x C x H x W, by TTA itself"
-        probs, targs = learn.tta(dl=dl, n=n, progress=progress, **kwargs)
+        res = learn.tta(dl=dl, n=n, progress=progress, **kwargs)
+        if kwargs.get('beta', 0.25) is None:
+            raise ValueError("tta= needs one set of probabilities: beta=None is for Learner.tta")
+        probs, targs = res
         stats = SegmentationStats(probs.shape[1], n_bins, ii)
         for s in range(0, len(probs), 64):
             stats.update(probs[s:s + 64], None if targs is None else targs[s:s + 64])
         interp = cls(learn, dl, stats.compute(), vocab or list(range(probs.shape[1])), None, ii, n_bins)
-        interp.tta_report = probs.report if hasattr(probs, 'report') else None
+        interp.tta_report = res.report
         return interp
 
     # --- what was counted
@@ -351,6 +354,13 @@ class SegmentationInterpretation(fastai.interpret.SegmentationInterpretation):
         if n_bins is not None and n_bins != self.n_bins:
             raise ValueError(f"The pixels were counted in {self.n_bins} bins: build with n_bins={n_bins} for others")
         return metrics_from_sums(self.res['bins'], self.res['brier_sum'], self.res['nll_sum'])
+
+    def items(self, idxs):
+        "The images at `idxs`: their files where the DataLoader has them, else their positions"
+        items = getattr(self.dl, 'items', None)
+        ok = items is not None and len(items) == self.n
+        name = lambda o: str(o[0] if isinstance(o, (tuple, list)) else o)  # (image, mask) pairs: the image
+        return [name(items[i]) if ok else int(i) for i in show.idx_list(idxs)]
 
     # --- plots
     def _predict(self, idxs):

@@ -1,5 +1,6 @@
 "Segmentation: pixel confusion, IoU, Dice, per-image losses, calibration and TTA against numpy, sklearn, torchmetrics"
 import numpy as np, pytest, torch
+from PIL import Image
 import torch.nn as nn
 import torch.nn.functional as F
 import sklearn.metrics as skm
@@ -237,3 +238,44 @@ def test_tta_refuses_what_it_cannot_undo(seg):
         seg.tta(n=8, progress=False)
     with pytest.raises(ValueError, match='Unknown spatial transform'):
         seg.tta(n=1, spatial=['mirror'], progress=False)
+
+# --- the report of an exported segmentation learner on a folder of images and masks
+def _copy(src, dst, n, mask_of=lambda m: m):
+    import shutil
+    (dst/'images').mkdir(parents=True); (dst/'masks').mkdir()
+    files = sorted((src/'images').iterdir())[-n:]
+    for f in files:
+        shutil.copy(f, dst/'images'/f.name)
+        Image.fromarray(mask_of(np.array(Image.open(src/'masks'/f.name)))).save(dst/'masks'/f.name)
+    return files
+
+def test_report_of_images_and_masks(seg, masks_path, tmp_path, capsys):
+    from fastinterp.cli import main
+    from test_report import Page
+    seg.export(tmp_path/'seg.pkl')
+    files = _copy(masks_path, tmp_path/'data', 30)
+    main(['report', str(tmp_path/'seg.pkl'), str(tmp_path/'data'), '--out', str(tmp_path/'rep'), '--tta', '2'])
+    page = Page((tmp_path/'rep'/'report.html').read_text())
+    assert {'summary', 'per-class', 'confusion-matrix', 'top-losses', 'most-uncertain', 'tta', 'calibration',
+            'files'} <= set(page.sections)
+    # the masks as the page read them: each class's target pixels counted from the PNGs by hand
+    counts = np.bincount(np.concatenate([np.array(Image.open(masks_path/'masks'/f.name)).ravel() for f in files]),
+                         minlength=C)
+    t = page.table('per-class')
+    assert t['class'].tolist() == DIGIT_CODES
+    assert [int(v.replace(',', '')) for v in t['target pixels']] == counts.tolist()
+    assert (tmp_path/'rep'/'per_image.csv').read_text().count('\n') == 31
+    assert 'mean IoU' in capsys.readouterr().out
+
+def test_report_refuses_masks_it_cannot_read(seg, masks_path, tmp_path, capsys):
+    from fastinterp.cli import main
+    seg.export(tmp_path/'seg.pkl')
+    _copy(masks_path, tmp_path/'bad', 10, mask_of=lambda m: np.where(m > 0, 40, 0).astype(np.uint8))
+    with pytest.raises(SystemExit) as e: main(['report', str(tmp_path/'seg.pkl'), str(tmp_path/'bad'), '--out',
+                                                str(tmp_path/'rep')])
+    assert e.value.code == 1 and 'holds class 40, which the vocab of 11 classes lacks' in capsys.readouterr().err
+    _copy(masks_path, tmp_path/'missing', 10)
+    next((tmp_path/'missing'/'masks').iterdir()).unlink()
+    with pytest.raises(SystemExit) as e: main(['report', str(tmp_path/'seg.pkl'), str(tmp_path/'missing'), '--out',
+                                                str(tmp_path/'rep')])
+    assert e.value.code == 1 and 'have no mask of the same name' in capsys.readouterr().err
