@@ -447,7 +447,7 @@ class SegmentationInterpretation(fastai.interpret.SegmentationInterpretation):
         "Plot the pixel confusion matrix, target rows x predicted columns"
         if isinstance(normalize, bool): normalize = 'true' if normalize else None
         show.plot_confusion(self.confusion_matrix(normalize), [str(v) for v in self.vocab], normalize, title, cmap,
-                            norm_dec, plot_txt, max_text, **kwargs)
+                            norm_dec, plot_txt, max_text, unit='pixels', **kwargs)
 
     def plot_reliability(self, **kwargs):
         "Reliability diagram of the pixels' top-class confidence, from the counted bins"

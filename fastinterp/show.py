@@ -404,6 +404,7 @@ def plot_confusion(cm, # (C, C) confusion matrix, actual x predicted
         norm_dec:int=2, # Fewest decimals of a normalized cell (more where they would print it as 0 or 1)
         plot_txt:bool=True, # Write each cell's value in it, up to `max_text` classes
         max_text:int=20, # Above this many classes, no cell text (it would not be readable)
+        unit:str='items', # What the cells count, for the colour bar: 'items', 'pixels'
         **kwargs # Passed to `plt.figure` (figsize, dpi, ...)
     ):
     """Confusion matrix plot whose size, ticks and cell text scale with the number of classes; the figure, returned
@@ -418,7 +419,7 @@ def plot_confusion(cm, # (C, C) confusion matrix, actual x predicted
     fig = plt.figure(**{'figsize': (side + 1, side), **kwargs})
     ax = fig.add_subplot()
     im = ax.imshow(cm, interpolation='nearest', cmap=cmap, vmin=0, vmax=1 if normalize else None)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, shrink=0.8, label="share of items" if normalize else "items")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, shrink=0.8, label=f"share of {unit}" if normalize else unit)
     step = max(1, math.ceil(C / 50))
     ticks = np.arange(0, C, step)
     fs = 10 if C <= 20 else 8 if C <= 50 else 7
