@@ -391,7 +391,7 @@ class SegmentationInterpretation(fastai.interpret.SegmentationInterpretation):
         fig, axs = plt.subplots(len(idxs), len(cols), figsize=(2.7 * len(cols) + 1, 2.9 * len(idxs) + 0.8),
                                 squeeze=False, layout='constrained')
         C = probs.shape[1]
-        cmap = plt.get_cmap('tab20', C) if C <= 20 else plt.get_cmap('nipy_spectral', C)
+        cmap = _class_colours(C)
         iou = self.image_iou()[idxs] if self.labelled else None
         for r, i in enumerate(idxs):
             x = imgs[r][0]
@@ -452,7 +452,8 @@ class SegmentationInterpretation(fastai.interpret.SegmentationInterpretation):
     def plot_reliability(self, **kwargs):
         "Reliability diagram of the pixels' top-class confidence, from the counted bins"
         self._need_labels('plot_reliability')
-        show.reliability_diagram_from_bins(self.res['bins'], title='Reliability diagram (pixels)', **kwargs)
+        show.reliability_diagram_from_bins(self.res['bins'], title='Reliability diagram (pixels)', unit='pixels',
+                                           **kwargs)
 
     def __repr__(self):
         head = f"SegmentationInterpretation: {self.n:,} images, {len(self.vocab)} classes"
@@ -460,6 +461,12 @@ class SegmentationInterpretation(fastai.interpret.SegmentationInterpretation):
         return (f"{head}\n  mean IoU {self.mean_iou():.4f} · pixel accuracy {self.pixel_accuracy():.4f}"
                 + (f" · {self.res['ignored']:,} pixels of ignore_index {self.ignore_index} left out"
                    if self.res['ignored'] else ''))
+
+def _class_colours(C):
+    "C colours that differ at a glance: tab10, then Dark2 and Set1 (tab20 pairs a dark and a light of one hue)"
+    from matplotlib.colors import ListedColormap
+    cols = [*plt.get_cmap('tab10').colors, *plt.get_cmap('Dark2').colors, *plt.get_cmap('Set1').colors]
+    return ListedColormap(cols[:C]) if C <= len(cols) else plt.get_cmap('nipy_spectral', C)
 
 def _shown(mask, ignore_index):
     "A mask to draw: ignored pixels as NaN (blank)"

@@ -444,7 +444,7 @@ def plot_confusion(cm, # (C, C) confusion matrix, actual x predicted
 
 # --- reliability diagram
 def _count(n): return f'{n}' if n < 1000 else f'{n / 1000:.1f}k' if n < 9950 else f'{n / 1000:.0f}k'
-def _items(n): return f"{n:,} item{'' if n == 1 else 's'}"
+def _items(n, unit='items'): return f"{n:,} {unit[:-1] if n == 1 else unit}"
 
 # Beside each panel: bars above the diagonal (under-confident bins) and below it (over-confident ones) fill any corner
 _BESIDE = dict(loc='upper left', bbox_to_anchor=(1.02, 1), borderaxespad=0, fontsize=8, frameon=False)
@@ -452,13 +452,13 @@ _BESIDE = dict(loc='upper left', bbox_to_anchor=(1.02, 1), borderaxespad=0, font
 _BAR, _FEW, _EDGE = '#3b75af', '#b4cde6', '#1d3f63'
 _GAP, _GAP_FEW, _RED = '#f5c9c9', '#fbe9e9', '#d62728'
 
-def _mce_line(gap, count, few, min_count):
+def _mce_line(gap, count, few, min_count, unit='items'):
     "What the MCE is over: the non-empty bins, the worst one's size, and the MCE of the bins that are not few"
     worst = int(np.argmax(gap))
     line = (f"MCE {format_pct(float(gap[worst]))}: largest gap of the {len(gap)} non-empty bins, "
-            f"in one of {_items(int(count[worst]))}")
+            f"in one of {_items(int(count[worst]), unit)}")
     if few.any() and (~few).any():
-        line += (f"\nover the {int((~few).sum())} bins of {min_count}+ items only: "
+        line += (f"\nover the {int((~few).sum())} bins of {min_count}+ {unit} only: "
                  f"MCE {format_pct(float(gap[~few].max()))}")
     return line
 
@@ -467,6 +467,7 @@ def reliability_diagram_from_bins(bins:CalibrationBins, # Sums of one set of pre
         title:str|None=None, # First line of the title; the figures follow it
         figsize=(7.2, 6.4), # Size of the figure, legends beside the panels included
         min_count:int|None=None, # Bins of fewer items are drawn lighter (they say little); max(5, 1% of items)
+        unit:str='items', # What the bins count, in the legends: 'items', 'pixels'
     ):
     """`reliability_diagram` drawn from per-bin sums, which batches and processes add up: no item needs to be kept
 
@@ -510,13 +511,13 @@ def reliability_diagram_from_bins(bins:CalibrationBins, # Sums of one set of pre
                Patch(facecolor=_GAP, edgecolor=_RED, hatch='///', label='Gap (over- or under-confident)')]
     if few.any():
         handles.append(Patch(facecolor=_FEW, edgecolor=_EDGE, hatch='..',
-                             label=f'Bin of fewer than {min_count} items:\nsays little'))
+                             label=f'Bin of fewer than {min_count} {unit}:\nsays little'))
     ax.set(xlim=(0, 1), ylim=(0, 1), ylabel=obs.capitalize())
     ax.legend(handles=handles, **_BESIDE)
     ax.grid(alpha=0.25, zorder=0)
     head = title or ('Reliability diagram' + (', all labels pooled' if multilabel else ''))
     ax.set_title(f"{head}\nECE {format_pct(float(ece_from_bins(bins)))} · {n_bins} bins\n"
-                 f"{_mce_line(np.abs(acc - mconf), k, few, min_count)}", fontsize=10)
+                 f"{_mce_line(np.abs(acc - mconf), k, few, min_count, unit)}", fontsize=10)
 
     hbars = hx.bar(left, k / n, w, align='edge', color=np.where(few, '0.82', '0.6'), edgecolor='white', linewidth=0.8,
                    zorder=2)
@@ -531,7 +532,7 @@ def reliability_diagram_from_bins(bins:CalibrationBins, # Sums of one set of pre
                zorder=3)
     hx.legend(**_BESIDE)
     hx.set(yscale='log', ylim=(min(0.5 / n, 0.1), 6),
-           ylabel=f"share of {n:,}\n{'predictions' if multilabel else 'items'} (log)",
+           ylabel=f"share of {n:,}\n{'predictions' if multilabel else unit} (log)",
            xlabel='Predicted probability, every label' if multilabel else 'Confidence (top-label probability)')
     hx.set_yticks([y for y in (1e-4, 1e-3, 1e-2, 1e-1, 1) if y >= 0.5 / n])
     hx.grid(alpha=0.25, zorder=0, axis='y')

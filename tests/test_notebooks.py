@@ -12,9 +12,10 @@ def kernel(tmp_path_factory):
     "A kernel spec for this interpreter, found first on JUPYTER_PATH: a user's own 'python3' kernel cannot stand in"
     yield from kernel_spec(tmp_path_factory, 'fastinterp-tests')
 
-def test_the_four_notebooks_are_there():
+def test_the_notebooks_are_there():
     assert [p.name for p in NBS] == ['01_logits_vs_probabilities.ipynb', '02_interpreting_a_classifier.ipynb',
-                                     '03_tta_and_calibration.ipynb', '04_cleaning_and_abstaining.ipynb']
+                                     '03_tta_and_calibration.ipynb', '04_cleaning_and_abstaining.ipynb',
+                                     '05_segmentation_and_tables.ipynb']
 
 @pytest.mark.parametrize('path', NBS, ids=[p.stem for p in NBS])
 def test_notebook_runs(path, kernel, tmp_path):

@@ -29,7 +29,7 @@ def wine_rows():
     set_seed(0)
     dls = TabularDataLoaders.from_df(df, y_names='target', cat_names=['colour'], cont_names=conts,
                                      procs=[Categorify, FillMissing, Normalize], y_block=CategoryBlock(), bs=32,
-                                     splits=RandomSplitter(0.3, seed=0)(list(range(len(df)))), num_workers=0)
+                                     valid_idx=list(RandomSplitter(0.3, seed=0)(list(range(len(df))))[1]), num_workers=0)
     learn = fit_quietly(tabular_learner(dls, layers=[32], loss_func=CrossEntropyLossFlat()), 3)
     return learn, df, conts
 
