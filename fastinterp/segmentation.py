@@ -8,7 +8,7 @@ from contextlib import nullcontext
 
 import numpy as np, pandas as pd, torch
 import matplotlib.pyplot as plt
-from fastcore.basics import noop
+from fastcore.basics import noop, store_attr
 from fastai.callback.core import Callback
 from fastai.learner import _ConstantFunc
 from fastai.torch_core import to_detach, to_device
@@ -182,8 +182,8 @@ def _per_image(cls, keep, C):
 class _Count(Callback):
     "Each validation batch's probabilities counted into a `SegmentationStats`, then dropped"
     order, run_train = 61, False
-    def __init__(self, stats, act, activation, labelled): self.stats, self.act, self.activation, self.labelled = \
-        stats, act, activation, labelled
+    def __init__(self, stats, act, activation, labelled): store_attr()
+
     def before_batch(self):  # before the loss, which would fail on such a class with an IndexError of its own
         if not self.labelled: return
         t = self.learn.yb[0]
@@ -265,9 +265,9 @@ class SegmentationInterpretation(fastai.interpret.SegmentationInterpretation):
     @classmethod
     def _from_tta(cls, learn, dl, vocab, ii, n_bins, n, progress, **kwargs):
         "Counts of TTA's per-pixel probabilities (each pass undone); they are held once, N x C x H x W, by TTA itself"
-        res = learn.tta(dl=dl, n=n, progress=progress, **kwargs)
-        if kwargs.get('beta', 0.25) is None:
+        if 'beta' in kwargs and kwargs['beta'] is None:
             raise ValueError("tta= needs one set of probabilities: beta=None is for Learner.tta")
+        res = learn.tta(dl=dl, n=n, progress=progress, **kwargs)
         probs, targs = res
         stats = SegmentationStats(probs.shape[1], n_bins, ii)
         for s in range(0, len(probs), 64):

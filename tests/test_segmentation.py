@@ -238,6 +238,10 @@ def test_tta_refuses_what_it_cannot_undo(seg):
         seg.tta(n=8, progress=False)
     with pytest.raises(ValueError, match='Unknown spatial transform'):
         seg.tta(n=1, spatial=['mirror'], progress=False)
+    with pytest.raises(ValueError, match='beta=None is for Learner.tta'):
+        SegmentationInterpretation.from_learner(seg, tta=2, beta=None, progress=False)
+    with pytest.raises(ValueError, match='are for tta='):
+        SegmentationInterpretation.from_learner(seg, beta=0.5, progress=False)
 
 # --- the report of an exported segmentation learner on a folder of images and masks
 def _copy(src, dst, n, mask_of=lambda m: m):
