@@ -109,7 +109,8 @@ def _rows_table(rows, colours, caption=''):
         if c == 'text' and len(s) > _TEXT_CHARS: s = f'{s[:_TEXT_CHARS - 1]}… ({len(s):,} characters)'
         return _e(s)
     head = ''.join(f'<th class="text">{_e(str(c))}</th>' for c in rows.columns)
-    body = ''.join(f'<tr><td class="text" style="color:{k}">{cell(None, r[0])}</td>'
+    # the title cell wide enough for its line: squeezed by a dozen feature columns it wrapped word by word
+    body = ''.join(f'<tr><td class="text" style="color:{k};min-width:20em">{cell(None, r[0])}</td>'
                    + ''.join(f'<td class="text">{cell(c, v)}</td>' for c, v in zip(rows.columns[1:], r[1:])) + '</tr>'
                    for r, k in zip(rows.itertuples(index=False), colours))
     cap = f'<figcaption>{_e(caption)}</figcaption>' if caption else ''
