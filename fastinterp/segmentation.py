@@ -4,6 +4,7 @@ __all__ = ['pixel_confusion', 'iou_from_confusion', 'dice_from_confusion', 'Segm
            'SegmentationInterpretation']
 
 import functools, math
+from pathlib import Path
 from contextlib import nullcontext
 
 import numpy as np, pandas as pd, torch
@@ -393,6 +394,7 @@ class SegmentationInterpretation(fastai.interpret.SegmentationInterpretation):
         C = probs.shape[1]
         cmap = _class_colours(C)
         iou = self.image_iou()[idxs] if self.labelled else None
+        names = self.items(idxs)
         for r, i in enumerate(idxs):
             x = imgs[r][0]
             panels = [('image', x)] + ([('target', targs[r])] if targs is not None else []) + \
@@ -408,7 +410,8 @@ class SegmentationInterpretation(fastai.interpret.SegmentationInterpretation):
                                 interpolation='nearest')
                 ax.set_axis_off()
                 if r == 0: ax.set_title(name, fontsize=10)
-            line = f"image {i} · {scores[0]} {scores[1][r]}" + (f" · IoU {iou[r]:.3f}" if iou is not None else '')
+            name = names[r] if isinstance(names[r], int) else Path(names[r]).name  # its file, where there is one
+            line = (f"image {name} · {scores[0]} {scores[1][r]}" + (f" · IoU {iou[r]:.3f}" if iou is not None else ''))
             axs[r, 0].text(0, -0.08, line, transform=axs[r, 0].transAxes, fontsize=9, va='top')
         present = sorted(set(torch.cat([probs.argmax(1).flatten()] + ([targs.flatten()] if targs is not None
                                                                        else [])).tolist()) & set(range(C)))
