@@ -2,7 +2,7 @@
 
 __all__ = ['ClassificationInterpretation', 'StreamingInterpretation']
 
-import functools, inspect, warnings
+import inspect, warnings
 from contextlib import nullcontext
 
 import numpy as np, torch
@@ -19,7 +19,7 @@ from .intervals import bootstrap_calibration
 from .core import _nonfinite_rows, as_classes, check_k, confusion_counts, item_nll, nonfinite_message, output_kind, topk
 from .loaders import _is_distributed, every_item_dl, in_order
 from .passes import no_bar
-from .patching import add_patch
+from .patching import hand_out
 from .preds import _outputs_are_probs, activate, decision_thresh, learner_temperature, stock_get_preds
 from .streaming import StreamingCallback, batch_losses, stream
 from .stats import ABSTAIN_EDGES, StreamingStats
@@ -419,15 +419,4 @@ class StreamingInterpretation(Views):
         return ['streamed from ' + source(self.learn, self.dl), ' · '.join(rest + self._temperature_note()),
                 "risk-coverage counted by 1 - p(top) in bins: each threshold known to 0.8%"]
 
-_FastaiCI = fastai.interpret.ClassificationInterpretation
-_stock_from_learner = _FastaiCI.from_learner.__func__
-
-def _from_learner(cls, *args, **kwargs):
-    "fastai's `ClassificationInterpretation.from_learner` hands out fastinterp's (a subclass) while patched"
-    if cls is _FastaiCI: return ClassificationInterpretation.from_learner(*args, **kwargs)
-    return _stock_from_learner(cls, *args, **kwargs)
-
-# what help(), show_doc and inspect.signature show where a user reaches it, from fastai's class: fastinterp's own
-functools.update_wrapper(_from_learner, ClassificationInterpretation.from_learner.__func__)
-
-add_patch(_FastaiCI, 'from_learner', classmethod(_from_learner))
+hand_out(fastai.interpret.ClassificationInterpretation, ClassificationInterpretation)

@@ -1,7 +1,8 @@
 "What fastinterp changes in fastai, in one list: `patch` installs it, `unpatch` gives fastai back its own"
 
-__all__ = ['add_patch', 'patch', 'unpatch', 'is_patched', 'stock', 'patched_while']
+__all__ = ['add_patch', 'hand_out', 'patch', 'unpatch', 'is_patched', 'stock', 'patched_while']
 
+import functools
 from contextlib import contextmanager
 
 _patches = []  # (owner, name, replacement): what `patch` installs
@@ -30,6 +31,30 @@ def add_patch(owner, # Class to change, e.g. fastai's `Learner`
     """
     _patches.append((owner, name, new))
     if is_patched(): _install(owner, name, new)
+
+def hand_out(fastai_cls, # fastai's interpretation class, e.g. `fastai.interpret.SegmentationInterpretation`
+        ours, # fastinterp's subclass of it, whose `from_learner` it is to hand out
+    ):
+    """Have `fastai_cls.from_learner` build `ours` while patched; fastai's own for any other subclass of `fastai_cls`
+
+    >>> class Stock:
+    ...     @classmethod
+    ...     def from_learner(cls, learn): return 'stock'
+    >>> class Ours(Stock):
+    ...     @classmethod
+    ...     def from_learner(cls, learn): return 'ours'
+    >>> class Users(Stock): pass
+    >>> hand_out(Stock, Ours)
+    >>> Stock.from_learner(None), Users.from_learner(None)
+    ('ours', 'stock')
+    """
+    stock_from_learner = stock(fastai_cls, 'from_learner').__func__  # its own, or the one it inherits
+    def from_learner(cls, *args, **kwargs):
+        if cls is fastai_cls: return ours.from_learner(*args, **kwargs)
+        return stock_from_learner(cls, *args, **kwargs)
+    # what help(), show_doc and inspect.signature show where a user reaches it, from fastai's class: fastinterp's own
+    functools.update_wrapper(from_learner, ours.from_learner.__func__)
+    add_patch(fastai_cls, 'from_learner', classmethod(from_learner))
 
 def is_patched()->bool:
     """Whether fastai currently uses fastinterp's `get_preds`, `predict` and interpretation

@@ -3,7 +3,7 @@
 __all__ = ['pixel_confusion', 'iou_from_confusion', 'dice_from_confusion', 'SegmentationStats',
            'SegmentationInterpretation']
 
-import functools, math
+import math
 from pathlib import Path
 from contextlib import nullcontext
 
@@ -21,7 +21,7 @@ from .core import (TINY, CalibrationBins, bin_sums, bincount, check_k, check_nor
                    normalize_confusion, topk)
 from .loaders import every_item_dl, in_order
 from .passes import no_bar
-from .patching import add_patch
+from .patching import hand_out
 from .preds import activate, learner_temperature, stock_get_preds
 from . import show
 
@@ -502,13 +502,4 @@ def _n_out(learn, dl):
     b = dl.one_batch()
     with torch.no_grad(): return int(learn.model.eval()(*b[:getattr(dl, 'n_inp', 1)]).shape[1])
 
-_FastaiSI = fastai.interpret.SegmentationInterpretation
-_stock_from_learner = _FastaiSI.from_learner.__func__
-
-def _from_learner(cls, *args, **kwargs):
-    "fastai's `SegmentationInterpretation.from_learner` hands out fastinterp's (a subclass) while patched"
-    if cls is _FastaiSI: return SegmentationInterpretation.from_learner(*args, **kwargs)
-    return _stock_from_learner(cls, *args, **kwargs)
-
-functools.update_wrapper(_from_learner, SegmentationInterpretation.from_learner.__func__)
-add_patch(_FastaiSI, 'from_learner', classmethod(_from_learner))
+hand_out(fastai.interpret.SegmentationInterpretation, SegmentationInterpretation)
