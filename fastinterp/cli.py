@@ -532,7 +532,8 @@ def report(learner, # File written by `learn.export()`
     _check_folds(folds, epochs)
     p = lambda *a: print(*a, file=file or sys.stdout, flush=True)
     learn = _load(learner, imports)
-    if _mask_codes(learn) is not None:  # a segmentation learner: DATA holds images/ and masks/
+    from .segmentation import _mask_codes
+    if _mask_codes(learn.dls.valid) is not None:  # a segmentation learner: DATA holds images/ and masks/
         if folds or item_col or label_col:
             raise BadInput(f"{learner} is a segmentation learner: --folds, --item-col and --label-col are for "
                            f"classifiers; DATA is a folder of images/ and masks/")
@@ -576,12 +577,6 @@ def report(learner, # File written by `learn.export()`
                         label_issues=oof)
     p(f"\nReport: {path}")
     return path
-
-def _mask_codes(learn):
-    "The codes of a segmentation learner's masks (fastai's MaskBlock keeps them in an item transform), else None"
-    for f in getattr(getattr(learn.dls.valid, 'after_item', None), 'fs', []):
-        if getattr(f, 'codes', None) is not None: return list(f.codes)
-    return None
 
 def read_masks(data, # A folder holding images/ and masks/ (a mask of the same name per image), or images alone
         unlabelled:bool=False, # Ignore the masks

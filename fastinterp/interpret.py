@@ -45,9 +45,9 @@ def _per_item_loss(loss):
     return False
 
 def _vocab(dl, n):
-    "Class names: the DataLoader's vocab (the last one when there is one per target), else 0..n-1"
+    "Class names: the DataLoader's vocab (the last one when there is one per target), else 0..n-1 (None: n is None)"
     v = getattr(dl, 'vocab', None)
-    if v is None: return list(range(n))
+    if v is None: return None if n is None else list(range(n))
     if len(v) and (hasattr(v[-1], 'o2i') or isinstance(v[-1], (list, tuple))): v = v[-1]
     return list(v)
 

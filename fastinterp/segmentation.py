@@ -22,7 +22,9 @@ from .core import (TINY, CalibrationBins, bin_sums, bincount, check_k, check_nor
 from .loaders import every_item_dl, in_order
 from .passes import no_bar
 from .patching import hand_out
+from .interpret import _is_labelled, _vocab
 from .preds import activate, learner_temperature, stock_get_preds
+from .tta import output_shape
 from . import show
 
 # --- pure functions over masks
@@ -248,20 +250,21 @@ class SegmentationInterpretation(fastai.interpret.SegmentationInterpretation):
             raise ValueError(f"SegmentationInterpretation is for one class per pixel (a softmax loss), and "
                              f"{activation.loss} is {activation.kind}")
         ii = loss_ignore_index(learn.loss_func) if ignore_index is None else int(ignore_index)
-        vocab = _vocab(dl)
+        vocab = _mask_codes(dl) or _vocab(dl, None)
+        if vocab is None: vocab = _vocab(dl, output_shape(learn, dl)[1])  # 0..C-1, C the model's output channels
         if tta: return cls._from_tta(learn, dl, vocab, ii, n_bins, 4 if tta is True else int(tta), progress,
                                      **tta_kwargs)
         dl, ordered = in_order(dl)
-        labelled = _labelled(dl)
+        labelled = _is_labelled(dl)
         order = None if ordered else dl.get_idxs()
         run = dl if ordered else dl.new(get_idxs=_ConstantFunc(order))
-        stats = SegmentationStats(len(vocab) if vocab is not None else _n_out(learn, dl), n_bins, ii)
+        stats = SegmentationStats(len(vocab), n_bins, ii)
         cb = _Count(stats, act, activation, labelled)
         with nullcontext() if progress else no_bar(learn):
             stock_get_preds(learn, dl=run, act=noop, cbs=[cb], with_preds=False, with_targs=False, reorder=False)
         res = stats.compute()
         if order is not None: res = _reorder(res, torch.as_tensor(list(order)).argsort())
-        return cls(learn, dl, res, vocab or list(range(stats.n_classes)), act, ii, n_bins)
+        return cls(learn, dl, res, vocab, act, ii, n_bins)
 
     @classmethod
     def _from_tta(cls, learn, dl, vocab, ii, n_bins, n, progress, **kwargs):
@@ -273,7 +276,7 @@ class SegmentationInterpretation(fastai.interpret.SegmentationInterpretation):
         stats = SegmentationStats(probs.shape[1], n_bins, ii)
         for s in range(0, len(probs), 64):
             stats.update(probs[s:s + 64], None if targs is None else targs[s:s + 64])
-        interp = cls(learn, dl, stats.compute(), vocab or list(range(probs.shape[1])), None, ii, n_bins)
+        interp = cls(learn, dl, stats.compute(), vocab, None, ii, n_bins)
         interp.tta_report = res.report
         return interp
 
@@ -481,25 +484,10 @@ def _reorder(res, back):
     return {k: v[back] if isinstance(v, torch.Tensor) and k not in ('confusion',) and len(v) == len(back) else v
             for k, v in res.items()}
 
-def _labelled(dl):
-    b = dl.one_batch()
-    n_inp = getattr(dl, 'n_inp', 1)
-    return isinstance(b, (tuple, list)) and len(b) > n_inp and getattr(b[n_inp], 'numel', lambda: 1)() > 0
-
-def _vocab(dl):
-    "The mask codes: a MaskBlock's `AddMaskCodes` item transform holds them; else the DataLoader's vocab, if any"
-    for pipe in (getattr(dl, 'after_item', None), getattr(dl, 'after_batch', None)):
-        for f in getattr(pipe, 'fs', []):
-            if getattr(f, 'codes', None) is not None: return [str(c) for c in f.codes]
-    try: v = dl.vocab
-    except AttributeError: v = None
-    if v is None: return None
-    if len(v) and isinstance(v[-1], (list, tuple)) or hasattr(v[-1] if len(v) else None, 'o2i'): v = v[-1]
-    return list(v)
-
-def _n_out(learn, dl):
-    "Classes per pixel when the data names none: the model's output channels on one batch"
-    b = dl.one_batch()
-    with torch.no_grad(): return int(learn.model.eval()(*b[:getattr(dl, 'n_inp', 1)]).shape[1])
+def _mask_codes(dl):
+    "The codes of the masks: fastai's MaskBlock keeps them in its `AddMaskCodes` item transform; None without one"
+    for f in getattr(getattr(dl, 'after_item', None), 'fs', []):
+        if getattr(f, 'codes', None) is not None: return [str(c) for c in f.codes]
+    return None
 
 hand_out(fastai.interpret.SegmentationInterpretation, SegmentationInterpretation)

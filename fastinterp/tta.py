@@ -126,19 +126,21 @@ def _same_random_draws(dl):
             if dl_rng is not None: dl_rng.setstate(dl_state)
 
 def _spatial_outputs(learn, dl)->bool:
-    "Whether the model gives one prediction per pixel: its outputs on one batch have a spatial shape"
-    with _same_random_draws(dl): return _one_output_ndim(learn, dl) >= 4 and \
-        activation_for(learn.loss_func).kind == 'multiclass'
+    "Whether the model gives one class per pixel: a softmax loss (looked up first: no batch run for the others) and "
+    "outputs of a spatial shape on one batch"
+    return activation_for(learn.loss_func).kind == 'multiclass' and len(output_shape(learn, dl)) >= 4
 
-def _one_output_ndim(learn, dl)->int:
-    b = dl.one_batch()
-    xb = b[:getattr(dl, 'n_inp', 1)] if isinstance(b, (tuple, list)) else (b,)
-    model, was = learn.model, learn.model.training
-    model.eval()
-    try:
-        with torch.no_grad(): out = model(*xb)
-    finally: model.train(was)
-    return out.ndim if isinstance(out, torch.Tensor) else 0
+def output_shape(learn, dl)->tuple:
+    "The shape of the model's outputs on one batch of `dl` (() if they are no tensor), every random state kept"
+    with _same_random_draws(dl):
+        b = dl.one_batch()
+        xb = b[:getattr(dl, 'n_inp', 1)] if isinstance(b, (tuple, list)) else (b,)
+        model, was = learn.model, learn.model.training
+        model.eval()
+        try:
+            with torch.no_grad(): out = model(*xb)
+        finally: model.train(was)
+    return tuple(out.shape) if isinstance(out, torch.Tensor) else ()
 
 def _pixel_scores(probs, targs, ignore_index):
     "Summed over the images: each image's share of right pixels and mean pixel NLL; and the (C, C) pixel confusion"
