@@ -3,7 +3,8 @@
 __all__ = ['ROW_TOL', 'TINY', 'sums_to_one', 'check_k', 'check_finite', 'nonfinite_message', 'as_probs',
            'class_targets', 'item_nll', 'brier_terms', 'output_kind', 'as_classes', 'check_normalize',
            'normalize_confusion', 'confusion_counts', 'report_from_confusion', 'topk', 'CalibrationBins', 'bin_sums',
-           'ece_from_bins', 'mce_from_bins', 'loss_ignore_index', 'bincount']
+           'ece_from_bins', 'mce_from_bins', 'loss_ignore_index', 'bincount', 'iou_from_confusion',
+           'dice_from_confusion']
 
 import re
 from typing import NamedTuple
@@ -222,6 +223,28 @@ def confusion_counts(targs, # (N,) classes; multilabel: (N, L) 0/1 labels
         return np.stack([(~t & ~d).sum(0), (~t & d).sum(0), (t & ~d).sum(0), (t & d).sum(0)], 1).reshape(-1, 2, 2)
     C = n_classes
     return np.bincount(t.astype(np.int64) * C + d, minlength=C * C).reshape(C, C)
+
+def iou_from_confusion(cm, # (C, C) pixel counts, target x predicted
+    )->np.ndarray:
+    """(C,) intersection over union per class; NaN for a class absent from both targets and predictions
+
+    >>> iou_from_confusion(np.array([[3, 1], [0, 0]]))  # class 1: predicted once, never there
+    array([0.75, 0.  ])
+    """
+    cm = np.asarray(cm, dtype=np.float64)
+    inter, union = np.diag(cm), cm.sum(0) + cm.sum(1) - np.diag(cm)
+    with np.errstate(invalid='ignore', divide='ignore'): return np.where(union > 0, inter / union, np.nan)
+
+def dice_from_confusion(cm, # (C, C) pixel counts, target x predicted
+    )->np.ndarray:
+    """(C,) Dice (F1) per class, 2 |A and B| / (|A| + |B|); NaN for a class absent from both
+
+    >>> dice_from_confusion(np.array([[3, 1], [0, 0]]))
+    array([0.85714286, 0.        ])
+    """
+    cm = np.asarray(cm, dtype=np.float64)
+    total = cm.sum(0) + cm.sum(1)
+    with np.errstate(invalid='ignore', divide='ignore'): return np.where(total > 0, 2 * np.diag(cm) / total, np.nan)
 
 def report_from_confusion(cm, # (C, C) confusion counts, actual x predicted
         names, # Class names

@@ -17,8 +17,8 @@ import fastai.interpret
 
 from .activations import activation_for
 from .calibration import metrics_from_sums
-from .core import (TINY, CalibrationBins, bin_sums, bincount, check_k, check_normalize, loss_ignore_index,
-                   normalize_confusion, topk)
+from .core import (TINY, CalibrationBins, bin_sums, bincount, check_k, check_normalize, dice_from_confusion,
+                   iou_from_confusion, loss_ignore_index, normalize_confusion, topk)
 from .loaders import every_item_dl, in_order
 from .passes import no_bar
 from .patching import hand_out
@@ -63,28 +63,6 @@ def _check_classes(t, C, ignore_index, what='target'):
         extra = '' if ignore_index is None else f" (and it is not ignore_index={ignore_index})"
         raise ValueError(f"A {what} mask holds class {v}, which the vocab of {C} classes lacks{extra}: check the "
                          f"masks' codes, or pass ignore_index= for the value of pixels to leave out")
-
-def iou_from_confusion(cm, # (C, C) pixel counts, target x predicted
-    )->np.ndarray:
-    """(C,) intersection over union per class; NaN for a class absent from both targets and predictions
-
-    >>> iou_from_confusion(np.array([[3, 1], [0, 0]]))  # class 1: predicted once, never there
-    array([0.75, 0.  ])
-    """
-    cm = np.asarray(cm, dtype=np.float64)
-    inter, union = np.diag(cm), cm.sum(0) + cm.sum(1) - np.diag(cm)
-    with np.errstate(invalid='ignore', divide='ignore'): return np.where(union > 0, inter / union, np.nan)
-
-def dice_from_confusion(cm, # (C, C) pixel counts, target x predicted
-    )->np.ndarray:
-    """(C,) Dice (F1) per class, 2 |A and B| / (|A| + |B|); NaN for a class absent from both
-
-    >>> dice_from_confusion(np.array([[3, 1], [0, 0]]))
-    array([0.85714286, 0.        ])
-    """
-    cm = np.asarray(cm, dtype=np.float64)
-    total = cm.sum(0) + cm.sum(1)
-    with np.errstate(invalid='ignore', divide='ignore'): return np.where(total > 0, 2 * np.diag(cm) / total, np.nan)
 
 # --- the counts of one pass
 class SegmentationStats:
