@@ -13,7 +13,7 @@ from .calibration import calibration_bins
 from .intervals import Estimate, wilson_interval
 from .preds import learner_temperature
 from .segmentation import SegmentationInterpretation
-from .show import format_pct, format_prob  # 100.00% and 0.00% only for exactly 1 and 0
+from .show import _cell, _text_cell, format_pct, format_prob  # 100.00% and 0.00% only for exactly 1 and 0
 
 _CSS = """
 :root { --ink:#1f2328; --muted:#59636e; --line:#d1d9e0; --soft:#f6f8fa; --accent:#0969da;
@@ -104,10 +104,7 @@ _TEXT_CHARS = 300  # longest text a cell of the page shows whole
 
 def _rows_table(rows, colours, caption=''):
     "The items of a table figure (its `fastinterp_rows`, titles first) as an HTML table, titles in their colours"
-    def cell(c, v):
-        s = 'missing' if isinstance(v, float) and v != v else f'{v:.6g}' if isinstance(v, float) else str(v)
-        if c == 'text' and len(s) > _TEXT_CHARS: s = f'{s[:_TEXT_CHARS - 1]}… ({len(s):,} characters)'
-        return _e(s)
+    def cell(c, v): return _e(_text_cell(v, _TEXT_CHARS) if c == 'text' else _cell(v))  # the figure's formats, uncut
     head = ''.join(f'<th class="text">{_e(str(c))}</th>' for c in rows.columns)
     # the title cell wide enough for its line: squeezed by a dozen feature columns it wrapped word by word
     body = ''.join(f'<tr><td class="text" style="color:{k};min-width:20em">{cell(None, r[0])}</td>'
@@ -528,8 +525,7 @@ def _write_segmentation(interp, out, k, title, data, skipped):
                              'that class is right.'),
                  'Is a pixel predicted with p = 0.8 right 80% of the time? The same diagram as for a classifier, '
                  'counted over pixels.')
-    body = '<p>Beside this page:</p><ul class="files">' + ''.join(
-        f'<li><a href="{_e(f)}">{_e(f)}</a></li>' for f in page.files) + '</ul>'
+    body = _file_list(page.files)
     body += ('<p><code>per_image.csv</code>: one row per image, in the order of the data: <code>image</code>, '
              '<code>mean_entropy</code> (0 sure, 1 uniform)' + (', <code>loss</code> (mean pixel NLL), '
              '<code>pixel_accuracy</code> and <code>iou</code> (mean over the classes in its target or prediction)'
@@ -615,9 +611,13 @@ def _meta(interp, data, skipped):
 _COLUMNS = {'item': 'the item', 'target': 'its label', 'prediction': 'the prediction', 'loss': "the item's loss",
             'p_pred': "the predicted class's probability", 'p_target': "the label's probability"}
 
+def _file_list(names):
+    "The files written beside the page, each a link"
+    return ('<p>Beside this page:</p><ul class="files">'
+            + ''.join(f'<li><a href="{_e(f)}">{_e(f)}</a></li>' for f in names) + '</ul>')
+
 def _files(page, df, skipped, multilabel=False, n=50):
-    body = '<p>Beside this page:</p><ul class="files">' + ''.join(
-        f'<li><a href="{_e(f)}">{_e(f)}</a></li>' for f in ['predictions.csv', *page.files]) + '</ul>'
+    body = _file_list(['predictions.csv', *page.files])
     probs = [c for c in df.columns if c.startswith('p(')]
     cols, measures = [], []
     for c in df.columns:

@@ -208,17 +208,17 @@ def show_samples(x:object, samples, titles, colors, figsize=None, suptitle='', *
 _MAX_COLS = 8  # columns of an item's values in a table figure; the rest are said, and to_df() has them
 _MAX_CHARS, _MAX_TEXT = 24, 90  # longest value, and text, a table cell shows whole
 
-def _cell(v, width):
+def _cell(v, width=None):
     "A value as a table cell: numbers with 6 significant digits, NaN as 'missing', long values cut at `width`"
     if isinstance(v, (float, np.floating)): s = 'missing' if math.isnan(v) else f'{v:.6g}'
     else: s = str(v)
     s = ' '.join(s.split())  # a newline in a value would break the row
-    return s if len(s) <= width else s[:width - 1] + '…'
+    return s if width is None or len(s) <= width else s[:width - 1] + '…'
 
-def _text_cell(s):
-    "A text cut at `_MAX_TEXT` characters, its full length said"
+def _text_cell(s, width=_MAX_TEXT):
+    "A text cut at `width` characters, its full length said"
     s = ' '.join(str(s).split())
-    return s if len(s) <= _MAX_TEXT else f'{s[:_MAX_TEXT - 1]}… ({len(s):,} characters)'
+    return s if len(s) <= width else f'{s[:width - 1]}… ({len(s):,} characters)'
 
 def _header(name, width=16):
     "A column name on at most two lines, broken after '_', '/', '-' or a space"
@@ -229,7 +229,7 @@ def _header(name, width=16):
     lines.append(line)
     return lines[0] if len(lines) == 1 else lines[0] + '\n' + _cell(''.join(lines[1:]), width)
 
-def _table(df, titles, colors, figsize=None, suptitle=''):
+def _table(df, titles, colors, figsize=None, suptitle='', keep_rows=False):
     "`df`'s rows as a matplotlib table, each with its title in the first column; at most `_MAX_COLS`, the rest said"
     rows = df.reset_index(drop=True)
     rows.insert(0, 'prediction', [t.replace('\n', ' | ') for t in titles])
@@ -257,7 +257,8 @@ def _table(df, titles, colors, figsize=None, suptitle=''):
         cell.PAD = 0.5 / chars[c]  # of the cell's width: about half a character each side
         if r == 0: cell.set_text_props(weight='bold')
         elif c == 0: cell.set_text_props(color=colors[r - 1])
-    fig._table_rows = rows
+    if keep_rows:  # the rows, uncut, titles first, and their colours: for a page to write as a table of its own
+        fig.fastinterp_rows, fig.fastinterp_colours = rows, list(colors)
     return fig
 
 def show_items(interp, # An interpretation: its `dl`, `batch` and `items` fetch what is shown
@@ -291,10 +292,7 @@ def _show(interp, idxs, titles, colors, nrows=None, ncols=None, figsize=None, su
     rows = item_rows(interp.dl, idxs)
     if rows is not None:
         if isinstance(getattr(interp.dl, 'items', None), pd.DataFrame): rows.insert(0, 'row', rows.index)  # df.loc[row]
-        fig = _table(rows, titles, colors, figsize, suptitle)
-        # the rows, uncut, titles first, for a page to write as a table of its own
-        fig.fastinterp_rows, fig.fastinterp_colours = fig._table_rows, list(colors)
-        return fig
+        return _table(rows, titles, colors, figsize, suptitle, keep_rows=True)
     b = interp.batch(idxs)
     if hasattr(interp.dl, '_pre_show_batch'):
         x, _, samples = interp.dl._pre_show_batch(b, max_n=len(idxs))
