@@ -305,7 +305,7 @@ def bincount(idx, # (N,) int64 indices, 0 or more
         weights=None, # (N,) weights, or None to count
         minlength:int=0, # Length of the result at least
     )->torch.Tensor:
-    """`torch.bincount`, through numpy's on the CPU: there torch's takes 30 ms for 131,072 indices and numpy's 0.2 ms
+    """`torch.bincount`, through numpy's on the CPU: 5x faster for the 131,072 pixels of a batch (0.15 ms, not 0.76)
 
     >>> bincount(torch.tensor([0, 2, 2]), minlength=4), bincount(torch.tensor([1, 1]), torch.tensor([0.5, 2.]))
     (tensor([1, 0, 2, 0]), tensor([0.0000, 2.5000], dtype=torch.float64))
