@@ -4,7 +4,7 @@ __all__ = ['ROW_TOL', 'TINY', 'sums_to_one', 'check_k', 'check_finite', 'nonfini
            'class_targets', 'item_nll', 'brier_terms', 'output_kind', 'as_classes', 'check_normalize',
            'normalize_confusion', 'confusion_counts', 'report_from_confusion', 'topk', 'CalibrationBins', 'bin_sums',
            'ece_from_bins', 'mce_from_bins', 'loss_ignore_index', 'bincount', 'iou_from_confusion',
-           'dice_from_confusion']
+           'dice_from_confusion', 'BLOCK_VALUES', 'by_rows', 'row_sq']
 
 import re
 from typing import NamedTuple
@@ -126,6 +126,37 @@ def item_nll(probs, # (N, C) probabilities; multilabel: (N, L) per label
         return F.binary_cross_entropy(probs.clamp(TINY, 1 - 1e-7), t, reduction='none').mean(1)
     return -probs.gather(1, class_targets(targs, probs).view(-1, 1).long()).clamp_min(TINY).log().view(-1)
 
+# --- row-wise work in blocks of rows: temporaries of a few MB, whatever N
+BLOCK_VALUES = 2 ** 18  # values per block of rows: 1 MB of float32, 2 MB of float64
+
+def by_rows(f, # Function of a block of rows of `x` (or of the rows of another tensor at positions `x`) -> (len,) ...
+        x, # (N, ...) rows, or (N,) positions of rows of `width` values each
+        width:int|None=None, # Values per row when `x` holds positions; default: those of a row of `x`
+        values:int=BLOCK_VALUES, # Values per block
+    ):
+    """`f` of `x` taken a block of rows at a time, concatenated: per row the same values, temporaries bounded by the
+    block
+
+    >>> by_rows(lambda b: b.sum(1), torch.ones(1000, 100), values=2_000).shape  # 50 blocks of 20 rows
+    torch.Size([1000])
+    """
+    rows = max(16, values // max(1, x[0].numel() if width is None else width)) if len(x) else 1
+    if len(x) < 2 * rows: return f(x)
+    # no block of fewer than `rows` rows: torch sums a lone long row over several threads, in another order than the
+    # rows of a batch
+    parts = list(x[:(len(x) // rows - 1) * rows].split(rows)) + [x[(len(x) // rows - 1) * rows:]]
+    return torch.cat([f(b) for b in parts])
+
+def row_sq(probs, # (N, C) probabilities
+    )->torch.Tensor:
+    """Sum of the squared values of each row in float64, a block of rows at a time (no N x C float64 copy)
+
+    >>> row_sq(torch.tensor([[0.5, 0.5], [1., 0.]]))
+    tensor([0.5000, 1.0000], dtype=torch.float64)
+    """
+    if not len(probs): return probs.new_zeros(0, dtype=torch.float64)
+    return by_rows(lambda b: torch.linalg.vector_norm(b, dim=1, dtype=torch.float64).square(), probs)
+
 def brier_terms(probs, # (N, C) probabilities
         targs, # (N,) class indices
     )->torch.Tensor:
@@ -134,11 +165,7 @@ def brier_terms(probs, # (N, C) probabilities
     >>> brier_terms(torch.tensor([[0.7, 0.2, 0.1]]), torch.tensor([0]))  # 0.3^2 + 0.2^2 + 0.1^2
     tensor([0.1400], dtype=torch.float64)
     """
-    # block of rows by block: vector_norm's float64 would copy all N x C values at once
-    rows = max(1, 2 ** 22 // max(1, probs.shape[1]))
-    sq = torch.cat([torch.linalg.vector_norm(b, dim=1, dtype=torch.float64).square() for b in probs.split(rows)]) \
-        if len(probs) else probs.new_zeros(0, dtype=torch.float64)
-    return sq - 2 * probs.gather(1, targs.view(-1, 1).long())[:, 0].double() + 1
+    return row_sq(probs) - 2 * probs.gather(1, targs.view(-1, 1).long())[:, 0].double() + 1
 
 def output_kind(probs, # Probabilities an explicit `act` or an unregistered loss gave
         loss=None, # The loss, for the message

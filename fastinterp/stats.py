@@ -7,7 +7,8 @@ import math
 import torch
 import torch.distributed as dist
 
-from .core import CalibrationBins, bin_sums, check_finite, check_k, item_nll, sums_to_one, topk, ROW_TOL
+from .core import (CalibrationBins, bin_sums, by_rows, check_finite, check_k, item_nll, row_sq, sums_to_one, topk,
+                   ROW_TOL)
 from .distributed import all_gather, all_reduced, comm_device
 from .uncertainty import MEASURES, scores
 
@@ -60,9 +61,10 @@ def _candidates(scores, kept, k):
     v = scores.topk(min(k, len(scores))).values[-1]
     return torch.nonzero(scores >= v).view(-1)
 
-# room between a measure and its bound for float32 rounding and rows that sum to 1 only within 1e-3 (which can lift a
-# normalized entropy by up to 0.01 over the bound, for two classes)
-_SLACK = 0.02
+# room between a measure and its bound: float32 rounding, and rows that sum to 1 only within ROW_TOL, which lift a
+# margin by up to ROW_TOL over its bound, a uniform distance by up to 2 ROW_TOL (its L1 and L2 forms) and a normalized
+# entropy by up to 0.01 (two classes)
+_SLACK = {'least_confidence': 1e-5, 'margin': ROW_TOL + 1e-5, 'uniform_distance': 2 * ROW_TOL + 1e-5, 'entropy': 0.02}
 
 def _bound(name, pmax, sq, n_classes):
     """Upper bound of the uncertainty measure `name` of each item from its top probability `pmax` and its sum of squared
@@ -81,11 +83,15 @@ def _bound(name, pmax, sq, n_classes):
     even = (-torch.special.xlogy(p, p) - torch.special.xlogy(q, q) + q * math.log(C - 1)) / math.log(C)
     return torch.minimum(even, 1 - (l1 / C).square() / (2 * math.log(C)))
 
-def _score(name, probs):
-    "The measure `name` of each row: on the CPU, bit for bit what it gives that row in any batch, the whole set's too"
+def _score(name, probs, pos=None):
+    """The measure `name` of each row (or of the rows at `pos`): on the CPU, bit for bit what it gives that row in any
+    batch, the whole set's too"""
     # torch sums a lone row of 32,768 values or more over several threads, in another order than each row of a batch
-    if len(probs) == 1: return scores(probs.repeat(2, 1), name)[:1]
-    return scores(probs, name)
+    if pos is None:
+        if len(probs) == 1: return scores(probs.repeat(2, 1), name)[:1]
+        return by_rows(lambda b: scores(b, name), probs)
+    n = len(pos)
+    return by_rows(lambda at: scores(probs[at], name), pos.repeat(2) if n == 1 else pos, probs.shape[1])[:n]
 
 def _update(kept, # The state's top-k lists, read only
         probs, # (B, C) float32 probabilities, rows summing to 1
@@ -103,7 +109,7 @@ def _update(kept, # The state's top-k lists, read only
     res = {'sums': {'n': len(probs), 'pred_counts': torch.bincount(decoded, minlength=C)}, 'cells': None, 'top': {}}
     sq = None  # sum of squared probabilities of each row, for the Brier score and the bounds of the measures
     if targs is not None or (k and C > 1):
-        sq = torch.linalg.vector_norm(probs, dim=1, dtype=torch.float64).square()
+        sq = row_sq(probs)
     if targs is not None:
         res['cells'] = targs * C + decoded  # confusion cells to count: O(B), where a C x C bincount per batch is O(C^2)
         # the sums calibration_bins makes of (top probability, argmax right), without checking the batch again
@@ -130,9 +136,9 @@ def _update(kept, # The state's top-k lists, read only
         else:
             if C > 1 and len(kl['score']) == k:
                 # an item whose bound is below the k-th kept score cannot enter: score the others only
-                pos = torch.nonzero(_bound(name, pmax, sq, C) >= float(kl['score'][-1]) - _SLACK).view(-1)
+                pos = torch.nonzero(_bound(name, pmax, sq, C) >= float(kl['score'][-1]) - _SLACK[name]).view(-1)
                 if not len(pos): continue
-            scores = _score(name, probs if pos is None else probs[pos])
+            scores = _score(name, probs, pos)
         c = _candidates(scores, kl, k)
         if not len(c): continue
         at = c if pos is None else pos[c]
@@ -249,11 +255,12 @@ class StreamingStats:
         self._flags(targs is not None, losses is not None)
         batch = {'probs': probs, 'targs': targs, 'losses': losses, 'idxs': idxs, 'decoded': decoded}
         h = self._held
-        if h is not None and (h['n'] + len(probs) > len(h['probs']) or h['probs'].device != probs.device
-                              or (decoded is None) != (h['decoded'] is None)):
-            self._add_held(); h = None
-        cap = max(len(probs), _HOLD // self.n_classes)
-        if h is None and len(probs) >= cap: return self._add(**batch)  # a block on its own: no copy
+        if h is not None and (h['probs'].device != probs.device or (decoded is None) != (h['decoded'] is None)):
+            self._add_held(); h = None  # a block of another kind is made below
+        if h is not None and h['n'] + len(probs) > len(h['probs']):
+            self._add_block(h)  # the same buffers are filled again: nothing is allocated per block
+        cap = max(len(probs), _HOLD // self.n_classes) if h is None else len(h['probs'])
+        if (h is None or not h['n']) and len(probs) >= cap: return self._add(**batch)  # a block on its own: no copy
         if h is None:  # copies, not the caller's tensors: a loop may write its next batch into the same ones
             h = self._held = {'n': 0, **{f: None if v is None else v.new_empty((cap, *v.shape[1:]))
                                          for f, v in batch.items()}}
@@ -268,12 +275,16 @@ class StreamingStats:
         _add(self.state, _update(self.state['top'], probs, targs, losses, idxs, decoded, self.k, self.n_bins), self.k)
         return self
 
+    def _add_block(self, h):
+        "Add the items of the block `h` and empty it (the state keeps copies of what it keeps, never views of `h`)"
+        n, h['n'] = h['n'], 0
+        if n: self._add(**{f: None if v is None else v[:n] for f, v in h.items() if f != 'n'})
+
     def _add_held(self):
-        "Add the items held back, if any"
-        h, self._held = self._held, None
-        if h is None or not h['n']: return self
-        n = h.pop('n')
-        return self._add(**{f: None if v is None else v[:n] for f, v in h.items()})
+        "Add the items held back, if any, and let their block go"
+        if self._held is not None: self._add_block(self._held)
+        self._held = None
+        return self
 
     def _check(self, probs, targs, losses, idxs, decoded):
         "The batch as tensors of the right shapes, dtypes and ranges, or a ValueError saying what is wrong"

@@ -1,6 +1,6 @@
 "The shared pure functions against independent numpy references, on random data with ties"
 import numpy as np, pytest, torch
-from fastinterp.core import brier_terms, confusion_counts, topk
+from fastinterp.core import brier_terms, by_rows, confusion_counts, row_sq, topk
 from sklearn.metrics import confusion_matrix
 
 @pytest.mark.parametrize('n', [0, 1, 7, 1000, 20000])
@@ -35,6 +35,19 @@ def test_brier_terms_by_blocks_equal_the_one_hot_sum():
     ref = ((p.double().numpy() - np.eye(100)[t.numpy()]) ** 2).sum(1)
     np.testing.assert_allclose(brier_terms(p, t).numpy(), ref, rtol=0, atol=1e-12)
     assert brier_terms(p[:0], t[:0]).shape == (0,)
+
+@pytest.mark.parametrize('n', [0, 1, 15, 16, 31, 32, 33, 47, 1000])
+def test_by_rows_blocks_every_row_once_and_none_below_the_block(n):
+    x = torch.arange(n * 10, dtype=torch.float64).view(n, 10)
+    sizes = []
+    got = by_rows(lambda b: sizes.append(len(b)) or b.sum(1), x, values=100)  # 16 rows a block at least
+    np.testing.assert_array_equal(got.numpy(), x.numpy().sum(1))
+    assert sum(sizes) == n and (len(sizes) == 1 or min(sizes) >= 16)
+    assert len(sizes) == (1 if n < 32 else n // 16)  # a short last block joins the one before it
+    pos = torch.randperm(n)  # positions into rows of a given width
+    np.testing.assert_array_equal(by_rows(lambda at: x[at].sum(1), pos, width=10, values=100).numpy(),
+                                  x.numpy()[pos.numpy()].sum(1))
+    np.testing.assert_allclose(row_sq(x.float()).numpy(), (x.float().double().numpy() ** 2).sum(1), rtol=1e-14)
 
 @pytest.mark.parametrize('measure', ['entropy', 'margin', 'least_confidence', 'uniform_distance'])
 def test_measures_by_blocks_equal_the_whole_and_numpy(measure):

@@ -133,6 +133,27 @@ def test_bounds_are_above_every_measure(c):
         over = (f(probs).double() - _bound(name, pmax, sq, c)).max().item()
         assert over <= 1e-5, (name, over)  # float32 rounding of the measure alone; the slack covers far more
 
+@pytest.mark.parametrize('c', [2, 3, 10, 100])
+def test_slack_covers_rows_that_sum_to_1_only_within_the_tolerance(c):
+    "Rows summing to 1 -/+ ROW_TOL lift each measure over its bound by less than that measure's slack, and no less"
+    from fastinterp.core import ROW_TOL
+    g = torch.Generator().manual_seed(c)
+    rows = [torch.distributions.Dirichlet(torch.full((c,), a)).sample((2000,)) for a in (0.01, 0.1, 1., 10., 1000.)]
+    eye = torch.eye(c)
+    # one sure class with a little mass beside it: where the bounds of the margin and the uniform distance are tight
+    sure = eye[:1].repeat(500, 1) + torch.rand(500, 1, generator=g) * ROW_TOL * eye[1:2]
+    probs = torch.cat(rows + [sure]).double()
+    probs = probs / probs.sum(1, keepdim=True)
+    over = {}
+    for scale in (1 - 0.999 * ROW_TOL, 1 + 0.999 * ROW_TOL):
+        p = (probs * scale).clamp_max(1).float()
+        p = p[(p.sum(1) - 1).abs() < ROW_TOL]  # what the collector accepts
+        pmax, sq = p.max(1).values, (p.double() ** 2).sum(1)
+        for name, f in MEASURES.items():
+            over[name] = max(over.get(name, -1), (f(p).double() - _bound(name, pmax, sq, c)).max().item())
+    for name, o in over.items(): assert o <= stats._SLACK[name], (name, o)
+    if c == 2: assert over['margin'] > 0.5 * ROW_TOL and over['uniform_distance'] > 0.5 * ROW_TOL  # the slack is needed
+
 def test_a_loop_that_reuses_its_batch_tensors(hold):
     "Batches held back are copies: a loop writing the next batch into the same tensors changes none of the figures"
     probs, targs, losses = tied_data()
@@ -142,6 +163,20 @@ def test_a_loop_that_reuses_its_batch_tensors(hold):
         p[:n], t[:n], l[:n] = probs[start:start + n], targs[start:start + n], losses[start:start + n]
         s.update(p[:n], t[:n], l[:n])
     assert_same(s.compute(), stream(probs, targs, losses, [997]).compute())
+
+def test_the_block_of_held_batches_is_filled_again_and_let_go(monkeypatch):
+    "Block after block the same buffers are filled (nothing allocated per block); the figures let them go"
+    monkeypatch.setattr(stats, '_HOLD', 40 * C)
+    probs, targs, losses = tied_data()
+    s, buffers = StreamingStats(C, K), set()
+    for start in range(0, 997, 10):
+        s.update(probs[start:start + 10], targs[start:start + 10], losses[start:start + 10])
+        buffers.add(s._held['probs'].data_ptr())
+    assert len(buffers) == 1 and s.n == 997
+    assert_same(s.compute(), stream(probs, targs, losses, [997]).compute())
+    assert s._held is None  # a kept StreamingStats holds its counts and lists, not a block of rows
+    s.update(probs[:10], targs[:10], losses[:10], idxs=torch.arange(997, 1007))  # and goes on after the figures
+    assert s.compute()['n'] == 1007
 
 def test_one_row_of_many_classes_scores_as_in_a_batch():
     "torch sums one row of 32,768 values or more over several threads: a lone row must still score as the whole set does"
