@@ -140,12 +140,19 @@ def by_rows(f, # Function of a block of rows of `x` (or of the rows of another t
     >>> by_rows(lambda b: b.sum(1), torch.ones(1000, 100), values=2_000).shape  # 50 blocks of 20 rows
     torch.Size([1000])
     """
-    rows = max(16, values // max(1, x[0].numel() if width is None else width)) if len(x) else 1
-    if len(x) < 2 * rows: return f(x)
-    # no block of fewer than `rows` rows: torch sums a lone long row over several threads, in another order than the
-    # rows of a batch
-    parts = list(x[:(len(x) // rows - 1) * rows].split(rows)) + [x[(len(x) // rows - 1) * rows:]]
-    return torch.cat([f(b) for b in parts])
+    n = len(x)
+    rows = max(16, values // max(1, x[0].numel() if width is None else width)) if n else 1
+    if n < 2 * rows: return f(x)
+    # no block of fewer than `rows` rows (the last takes the rest): torch sums a lone long row over several threads, in
+    # another order than the rows of a batch
+    starts = range(0, (n // rows) * rows, rows)
+    res = None
+    for i in starts:
+        r = f(x[i:n if i == starts[-1] else i + rows])
+        # written into one result: small pieces kept between the blocks' temporaries would keep glibc from reusing them
+        if res is None: res = r.new_empty((n, *r.shape[1:]))
+        res[i:i + len(r)] = r
+    return res
 
 def row_sq(probs, # (N, C) probabilities
     )->torch.Tensor:

@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 import torch
 
-from .core import as_probs, sums_to_one, topk
+from .core import as_probs, by_rows, sums_to_one, topk
 
 LABEL_METHODS = ('self_confidence', 'normalized_margin', 'confidence_weighted_entropy')
 
@@ -49,10 +49,6 @@ def _method(method):
 # --- on checked inputs
 def _self_confidence(p, t): return p.gather(1, t[:, None])[:, 0].double()
 
-def _by_rows(f, p):
-    "`f` of `p` block of rows by block, joined: float64 temporaries of 32 MB whatever N x C"
-    return torch.cat([f(b) for b in p.split(max(1, 2 ** 22 // p.shape[1]))]) if len(p) else f(p)
-
 def _scores(p, t, method):
     "1 - cleanlab's label quality: cleanlab.rank's three formulas, written again, each in float64"
     pl = _self_confidence(p, t)
@@ -64,7 +60,7 @@ def _scores(p, t, method):
     # cleanlab's, kept so that the scores are its: a row one-hot on its given label has q = 0 and so a quality of
     # log(1) / 1e-6 = 0, the score of a sure label error (prefer 'self_confidence' where outputs saturate).
     # log(q + 1) as cleanlab has it, not log1p: its figures to the last digits
-    q = _by_rows(lambda b: torch.special.entr(b.double()).sum(1), p) / math.log(p.shape[1]) / pl.clamp_min(_CLIP)
+    q = by_rows(lambda b: torch.special.entr(b.double()).sum(1), p) / math.log(p.shape[1]) / pl.clamp_min(_CLIP)
     return 1 - torch.log(q + 1) / q.clamp_min(_CLIP)
 
 def _label_counts(t, C, need_all=True):
@@ -97,7 +93,7 @@ def _round_rows(cj):
 def _joint(p, t, calibrate=True):
     C = p.shape[1]
     thr = _thresholds(p, t).clamp_min(_MIN_THRESHOLD)
-    confident = _by_rows(lambda b: b.double() >= thr - _FUZZ, p)
+    confident = by_rows(lambda b: b.double() >= thr - _FUZZ, p)
     # The most probable of the classes reached. Deliberately the paper's rule (its Eq. 1), not cleanlab's: when two or
     # more are reached, cleanlab takes the row's argmax, which may be a class that was not reached. Ties: lower class
     suggested = torch.where(confident, p, -math.inf).argmax(1)
