@@ -55,6 +55,17 @@ class LossActivation:
         return (f"LossActivation(loss={self.loss!r}, name={self.name!r}, kind={self.kind!r}, expects={self.expects!r}, "
                 f"axis={self.axis}{extra})")
 
+    @property
+    def bounded(self)->bool:
+        "Whether `act` is the built-in softmax or sigmoid: in [0, 1] for finite outputs, no pass needed to check it"
+        return getattr(self.act, 'func', None) in (ACTIVATIONS['softmax'][0], ACTIVATIONS['sigmoid'][0])
+
+    @property
+    def plain_softmax(self)->bool:
+        "Whether `act` is the built-in softmax and `decodes` the built-in argmax: rows sum to 1, classes in range"
+        return getattr(self.act, 'func', None) is ACTIVATIONS['softmax'][0] and \
+            getattr(self.decodes, 'func', None) is _argmax
+
     def check_classifier(self,
         what:str, # What needs class probabilities, for the message: 'ClassificationInterpretation', ...
         known:bool=False, # Refuse a loss whose activation is unknown too: `what` must know its outputs are logits

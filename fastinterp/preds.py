@@ -246,7 +246,8 @@ def activate(learn, # The Learner whose model gave `out`
         if T is not None: probs = tempered(out, T, activation)
     if is_t:
         if not finite: probs, dec = _nonfinite(learn.model, activation, out, probs, dec)
-        _check_range(learn.model, activation, probs)
+        # a built-in softmax or sigmoid of outputs is in [0, 1] (NaN rows are _nonfinite's): no pass to check it
+        if probs is out or not activation.bounded: _check_range(learn.model, activation, probs)
     return probs, dec
 
 def get_preds(self:Learner,

@@ -252,7 +252,11 @@ class StreamingStats:
     ):
         """Add one batch. Small batches are copied into a block of `_HOLD` values, added together when it fills (or
         when the figures are asked for): one pass of the statistics per block, not per batch; memory stays O(1)"""
-        probs, targs, losses, idxs, decoded = self._check(probs, targs, losses, idxs, decoded)
+        return self._update(probs, targs, losses, idxs, decoded)
+
+    def _update(self, probs, targs, losses, idxs, decoded, made:bool=False):
+        "`update`; `made`: `probs` and `decoded` are a built-in softmax of finite outputs and its argmax, not rechecked"
+        probs, targs, losses, idxs, decoded = self._check(probs, targs, losses, idxs, decoded, made)
         if not len(probs): return self
         self._flags(targs is not None, losses is not None)
         batch = {'probs': probs, 'targs': targs, 'losses': losses, 'idxs': idxs, 'decoded': decoded}
@@ -288,7 +292,7 @@ class StreamingStats:
         self._held = None
         return self
 
-    def _check(self, probs, targs, losses, idxs, decoded):
+    def _check(self, probs, targs, losses, idxs, decoded, made=False):
         "The batch as tensors of the right shapes, dtypes and ranges, or a ValueError saying what is wrong"
         probs = torch.as_tensor(probs)
         C = self.n_classes
@@ -296,7 +300,7 @@ class StreamingStats:
             raise ValueError(f"probs must have shape (batch size, {C}), got {tuple(probs.shape)}")
         if not probs.is_floating_point(): raise ValueError(f"probs must be floating point, got {probs.dtype}")
         probs, B = probs.float(), len(probs)
-        if B:  # one pass for the range (NaN and inf show in it), one for the row sums
+        if B and not made:  # one pass for the range (NaN and inf show in it), one for the row sums
             lo, hi = torch.aminmax(probs)
             if not (torch.isfinite(lo) and torch.isfinite(hi)):
                 check_finite(probs, 'probabilities')  # says how many rows
@@ -317,7 +321,7 @@ class StreamingStats:
                 raise ValueError(f"{what} must lie in [0, {C}), got values from {int(t.min())} to {int(t.max())}")
             return t.long()
         if targs is not None: targs = classes(targs, 'targs')
-        if decoded is not None: decoded = classes(decoded, 'decoded')
+        if decoded is not None: decoded = decoded.long() if made else classes(decoded, 'decoded')
         if losses is not None:
             if targs is None: raise ValueError("losses need targs: a per-item loss is measured against a target")
             losses = torch.as_tensor(losses, device=probs.device)

@@ -373,6 +373,31 @@ def test_binary_one_output_sigmoid(digits_arrays):
     np.testing.assert_array_equal(idxs.numpy(), ref_top(bce.numpy(), K))
     torch.testing.assert_close(vals, bce[idxs])
 
+def test_a_plain_softmax_is_not_checked_twice_and_streams_as_in_memory(digits_arrays, monkeypatch):
+    "nn.CrossEntropyLoss: the collector skips its checks of the registry's softmax, and the figures stay exact"
+    X, y = digits_arrays
+    learn = fit_quietly(plain_learner(X, y, nn.CrossEntropyLoss(), 10), 1)
+    made, check = [], StreamingStats._check
+    monkeypatch.setattr(StreamingStats, '_check', lambda self, *a: made.append(a[-1]) or check(self, *a))
+    st = StreamingInterpretation.from_learner(learn, k=K, progress=False)
+    assert made and all(made)  # every batch took the path without the second check
+    ref = ClassificationInterpretation.from_learner(learn)
+    for a, b in zip(st.top_losses(K), ref.top_losses(K)): assert torch.equal(a, b)
+    for m in MEASURES:
+        for a, b in zip(st.most_uncertain(K, m), ref.most_uncertain(K, m)): assert torch.equal(a, b), m
+    np.testing.assert_array_equal(st.confusion_matrix(), ref.confusion_matrix())
+    check_calibration(st, ref)
+
+def test_a_registered_softmax_with_its_own_decodes_is_still_checked(digits_arrays):
+    "A loss registered with the softmax and a decodes of its own: its classes are checked, one clear error"
+    from fastinterp import register_activation
+    class OffByOne(nn.CrossEntropyLoss): pass
+    register_activation(OffByOne, 'softmax', decodes=lambda p, axis=1: p.argmax(axis) + 10, kind='multiclass')
+    X, y = digits_arrays
+    learn = plain_learner(X, y, OffByOne(), 10)
+    with pytest.raises(ValueError, match=r'decoded must lie in \[0, 10\)'):
+        StreamingInterpretation.from_learner(learn, k=K, progress=False)
+
 def test_regression_and_multilabel_are_refused(digits_arrays):
     X, y = digits_arrays
     with pytest.raises(ValueError, match='regression'):
