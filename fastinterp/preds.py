@@ -194,8 +194,9 @@ def _nonfinite(model, activation, out, probs, dec):
         dec = dec.clone()
         dec[bad] = -1
     n_bad, n_inf = int(bad.sum()), int((inf & ~bad).sum())
+    decoded = activation.kind == 'multiclass' and dec is not None  # classes asked for
     what = [f"{n_bad} of {len(nan)} rows hold NaN: their probabilities are NaN"
-            + (" and their decoded class is -1 (none)" if activation.kind == 'multiclass' else '')] if n_bad else []
+            + (" and their decoded class is -1 (none)" if decoded else '')] if n_bad else []
     if n_inf:
         what.append(f"{n_inf} of {len(nan)} rows hold an infinite output, taken at its limit (probability 1 or 0)")
     warnings.warn(f"The model's outputs are not all finite: {'; '.join(what)}. Check the model and its inputs "
@@ -221,6 +222,7 @@ def activate(learn, # The Learner whose model gave `out`
         activation=None, # The loss's `LossActivation`, when resolved already
         finite:bool=False, # `out` is known to be finite (checked by the caller): no second pass for NaN and inf
         probs_in:bool|None=None, # Whether `out` is probabilities already, as decided on an earlier batch; None: look
+        decode:bool=True, # Decode the classes too; False: None for them, one pass fewer
     ):
     """Probabilities and decoded classes of raw outputs `out` of `learn.model`, through the registry (or `activation`)
 
@@ -231,7 +233,7 @@ def activate(learn, # The Learner whose model gave `out`
     if act is not None:
         activation = _activation_for(learn.loss_func, warn=False) if learn.loss_func is not None else None
         probs = act(out)
-        return probs, (activation.decodes(probs) if activation else probs)
+        return probs, (None if not decode else activation.decodes(probs) if activation else probs)
     activation = activation or activation_for(learn.loss_func)
     activation.check(out)
     is_t = isinstance(out, torch.Tensor)
@@ -239,10 +241,11 @@ def activate(learn, # The Learner whose model gave `out`
     # already probabilities: a temperature cannot apply to them
     if is_t and (_outputs_are_probs(learn.model, activation, out) if probs_in is None else probs_in):
         probs = out.float() if out.dtype in (torch.float16, torch.bfloat16) else out
-        dec = activation.decodes(probs)
+        dec = activation.decodes(probs) if decode else None
     else:
         probs = activation.act(out)
-        dec = activation.decodes(probs)  # decided on the untempered probabilities: a temperature changes no decision
+        # decided on the untempered probabilities: a temperature changes no decision
+        dec = activation.decodes(probs) if decode else None
         if T is not None: probs = tempered(out, T, activation)
     if is_t:
         if not finite: probs, dec = _nonfinite(learn.model, activation, out, probs, dec)
@@ -273,7 +276,7 @@ def get_preds(self:Learner,
     i = 1 if with_input else 0
     if not kwargs.get('with_preds', True) or res[i] is None: return tuple(res)
     raw = res[i]
-    res[i], dec = activate(self, raw, act)
+    res[i], dec = activate(self, raw, act, decode=with_decoded)
     has_targs = kwargs.get('with_targs', True) and isinstance(res[i+1], torch.Tensor) and res[i+1].numel()
     if with_loss and act is None and learner_temperature(self) is not None and has_targs:
         res[-1] = per_item_loss(self, raw, res[i+1])  # the loss of the probabilities handed back, not of the raw model

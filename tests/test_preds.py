@@ -235,6 +235,9 @@ def test_nan_and_inf_outputs_are_said_and_never_decoded_as_a_class():
     torch.testing.assert_close(p[[0, 5]], torch.softmax(z[[0, 5]], 1))
     assert p[1].tolist() == [1., 0., 0.] and p[4].tolist() == [0.5, 0.5, 0.] and p[3].tolist() == [0., 0.5, 0.5]
     assert torch.isnan(p[2]).all() and dec.tolist() == [2, 0, -1, 1, 0, 0]
+    with pytest.warns(UserWarning) as w:  # no classes asked for: none are spoken of
+        with learn.no_bar(): p2, _ = learn.get_preds()
+    assert 'decoded' not in str(w[0].message) and torch.equal(p2.nan_to_num(-1), p.nan_to_num(-1))
     with pytest.raises(ValueError, match='holds NaN, so it predicts no class'), warnings.catch_warnings():
         warnings.simplefilter('ignore')
         learn.predict(z[2])
