@@ -137,21 +137,23 @@ def by_rows(f, # Function of a block of rows of `x` (or of the rows of another t
     """`f` of `x` taken a block of rows at a time, concatenated: per row the same values, temporaries bounded by the
     block
 
-    >>> by_rows(lambda b: b.sum(1), torch.ones(1000, 100), values=2_000).shape  # 50 blocks of 20 rows
+    >>> by_rows(lambda b: b.sum(1), torch.ones(1000, 100), values=3_000).shape  # 34 blocks of 30 rows, the last 970-999
     torch.Size([1000])
     """
     n = len(x)
     rows = max(16, values // max(1, x[0].numel() if width is None else width)) if n else 1
-    if n < 2 * rows: return f(x)
-    # no block of fewer than `rows` rows (the last takes the rest): torch sums a lone long row over several threads, in
-    # another order than the rows of a batch
-    starts = range(0, (n // rows) * rows, rows)
+    if n <= rows: return f(x)
+    # every block exactly `rows` rows, the last one ending at n (it overlaps the one before: those rows are scored
+    # again, to the same values): temporaries of one size, which the allocator reuses, and never a lone row, which
+    # torch sums over several threads in another order than the rows of a batch
+    starts = list(range(0, n - rows + 1, rows))
+    if starts[-1] + rows < n: starts.append(n - rows)
     res = None
     for i in starts:
-        r = f(x[i:n if i == starts[-1] else i + rows])
+        r = f(x[i:i + rows])
         # written into one result: small pieces kept between the blocks' temporaries would keep glibc from reusing them
         if res is None: res = r.new_empty((n, *r.shape[1:]))
-        res[i:i + len(r)] = r
+        res[i:i + rows] = r
     return res
 
 def row_sq(probs, # (N, C) probabilities
@@ -162,7 +164,16 @@ def row_sq(probs, # (N, C) probabilities
     tensor([0.5000, 1.0000], dtype=torch.float64)
     """
     if not len(probs): return probs.new_zeros(0, dtype=torch.float64)
-    return by_rows(lambda b: torch.linalg.vector_norm(b, dim=1, dtype=torch.float64).square(), probs)
+    if probs.dtype == torch.float64: return torch.linalg.vecdot(probs, probs)
+    # each block copied into one float64 buffer, the same for every block (a fresh copy per block, of a size the
+    # allocator had not seen, made the heap grow now and then); float32 values square exactly in float64
+    buf = None
+    def sq(b):
+        nonlocal buf
+        if buf is None or len(buf) < len(b): buf = b.new_empty(b.shape, dtype=torch.float64)
+        x = buf[:len(b)].copy_(b)
+        return torch.linalg.vecdot(x, x)
+    return by_rows(sq, probs, values=BLOCK_VALUES // 4)
 
 def brier_terms(probs, # (N, C) probabilities
         targs, # (N,) class indices
