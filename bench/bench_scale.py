@@ -11,9 +11,9 @@ DataLoader of N synthetic items, for N = 10,000 / 100,000 / 1,000,000 (--sizes).
 Memory is the rise of the process's peak RSS (VmHWM, reset through /proc/self/clear_refs before each step) over its
 RSS before the build, so torch's C allocations count (tracemalloc does not see them). Time is wall time, median of
 --runs runs per N (views: median of their repeats in one process). Slope: log-log over the smallest and largest N.
-Run: .venv/bin/python bench/bench_scale.py [--sizes 10000,100000,1000000] [--runs 3]
+Run: .venv/bin/python bench/bench_scale.py [--sizes 10000,100000,1000000] [--runs 3] [--fixed-malloc]
 """
-import argparse, gc, json, math, statistics, subprocess, sys, time, warnings
+import argparse, gc, json, math, os, statistics, subprocess, sys, time, warnings
 warnings.filterwarnings('ignore')
 
 C, D, BS = 100, 8, 1024
@@ -112,8 +112,15 @@ def child(case, n):
             out['probs_mb'] = res.probs.numel() * res.probs.element_size() / 2**20
     print(json.dumps(out))
 
-def measure(case, n):
-    r = subprocess.run([sys.executable, __file__, '--child', case, '--n', str(n)], capture_output=True, text=True)
+# --fixed-malloc: every block of 128 kB or more its own mapping, returned to the system when freed, so the peak RSS
+# rise is the memory the code holds; glibc's default keeps freed blocks below a sliding threshold in its heap, and the
+# rise then moves by a few MB from run to run, whatever N (times are slower: each such block is mapped afresh)
+FIXED_MALLOC = {'MALLOC_MMAP_THRESHOLD_': str(128 * 1024)}
+
+def measure(case, n, fixed_malloc=False):
+    env = {**os.environ, **(FIXED_MALLOC if fixed_malloc else {})}
+    r = subprocess.run([sys.executable, __file__, '--child', case, '--n', str(n)], capture_output=True, text=True,
+                       env=env)
     if r.returncode: sys.exit(f"{case} at n={n} failed:\n{r.stderr[-3000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -124,17 +131,19 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument('--sizes', default='10000,100000,1000000'); p.add_argument('--runs', type=int, default=3)
     p.add_argument('--cases', default='bare,stock,memory,streaming,stats')
+    p.add_argument('--fixed-malloc', action='store_true', help='children with a fixed malloc threshold: memory held')
     p.add_argument('--child'); p.add_argument('--n', type=int)
     a = p.parse_args()
     if a.child: return child(a.child, a.n)
     sizes, cases = [int(s) for s in a.sizes.split(',')], a.cases.split(',')
     res = {}
     for n in sizes:
-        runs = [{c: measure(c, n) for c in cases} for _ in range(a.runs)]  # interleaved: a busy spell hits all alike
+        # interleaved: a busy spell hits all alike
+        runs = [{c: measure(c, n, a.fixed_malloc) for c in cases} for _ in range(a.runs)]
         res[n] = {c: {step: ({f: statistics.median(r[c][step][f] for r in runs) for f in v} if isinstance(v, dict)
                              else v) for step, v in runs[0][c].items()} for c in cases}
     print(f"C={C} classes, {D} features, batches of {BS}, 2 threads; wall time median of {a.runs} runs per N, "
-          f"peak RSS rise in MB\n")
+          f"peak RSS rise in MB" + (" (fixed malloc threshold: the memory held)" if a.fixed_malloc else "") + "\n")
     head = ''.join(f"{n:>22,}" for n in sizes)
     for c in cases:
         print(f"{c}\n{'step':<18}{head}{'slope t':>9}{'slope mem':>10}")
