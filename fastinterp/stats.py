@@ -252,9 +252,9 @@ class StreamingStats:
     ):
         """Add one batch. Small batches are copied into a block of `_HOLD` values, added together when it fills (or
         when the figures are asked for): one pass of the statistics per block, not per batch; memory stays O(1)"""
-        return self._update(probs, targs, losses, idxs, decoded)
+        return self._add_batch(probs, targs, losses, idxs, decoded)
 
-    def _update(self, probs, targs, losses, idxs, decoded, made:bool=False):
+    def _add_batch(self, probs, targs, losses, idxs, decoded, made:bool=False):
         "`update`; `made`: `probs` and `decoded` are a built-in softmax of finite outputs and its argmax, not rechecked"
         probs, targs, losses, idxs, decoded = self._check(probs, targs, losses, idxs, decoded, made)
         if not len(probs): return self

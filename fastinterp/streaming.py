@@ -102,7 +102,7 @@ class StreamingCallback(Callback):
         # the registry's float32 softmax of outputs checked finite above, and its argmax: not checked again
         made = self.act is None and not self.probs_in and self.activation.plain_softmax and \
             raw.dtype in (torch.float32, torch.float64) and probs.ndim == 2
-        self.stats._update(probs, targs, losses, idxs, decoded, made)
+        self.stats._add_batch(probs, targs, losses, idxs, decoded, made)
         self.items_per_s = self.stats.n / (time.perf_counter() - self.start)
         pbar = getattr(getattr(self.learn, 'progress', None), 'pbar', None)
         if pbar is not None: pbar.comment = f'{self.items_per_s:,.0f} items/s'
