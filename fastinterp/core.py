@@ -164,16 +164,8 @@ def row_sq(probs, # (N, C) probabilities
     tensor([0.5000, 1.0000], dtype=torch.float64)
     """
     if not len(probs): return probs.new_zeros(0, dtype=torch.float64)
-    if probs.dtype == torch.float64: return torch.linalg.vecdot(probs, probs)
-    # each block copied into one float64 buffer, the same for every block (a fresh copy per block, of a size the
-    # allocator had not seen, made the heap grow now and then); float32 values square exactly in float64
-    buf = None
-    def sq(b):
-        nonlocal buf
-        if buf is None or len(buf) < len(b): buf = b.new_empty(b.shape, dtype=torch.float64)
-        x = buf[:len(b)].copy_(b)
-        return torch.linalg.vecdot(x, x)
-    return by_rows(sq, probs, values=BLOCK_VALUES // 4)
+    # blocks of one size: vector_norm's float64 copy of each is a temporary the allocator reuses block after block
+    return by_rows(lambda b: torch.linalg.vector_norm(b, dim=1, dtype=torch.float64).square(), probs)
 
 def brier_terms(probs, # (N, C) probabilities
         targs, # (N,) class indices
