@@ -10,7 +10,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from fastai.imports import noops  # fastai's losses use this do-nothing default, not fastcore's
-from fastai.losses import BaseLoss, FocalLoss, LabelSmoothingCrossEntropy, DiceLoss
+from fastai.losses import (BaseLoss, FocalLoss, LabelSmoothingCrossEntropy, DiceLoss, BCEWithLogitsLossFlat,
+                           CrossEntropyLossFlat, FocalLossFlat, LabelSmoothingCrossEntropyFlat)
 
 KINDS = ('multiclass', 'multilabel', 'regression', 'unknown')
 
@@ -26,6 +27,18 @@ ACTIVATIONS = {
 # max is 5x faster than its argmax
 def _argmax(x, axis): return x.max(dim=axis).indices
 def _unchanged(x, axis=None): return x
+
+# fastai's flattened losses bring their own `activation` and `decodes` methods: a softmax over the class axis and its
+# argmax, or a sigmoid. Those methods as fastai defines them (a subclass that overrides one is not among them) are as
+# safe as the registry's own: their probabilities need no pass to check their range or, for a softmax, their row sums
+_SOFTMAXES = {ACTIVATIONS['softmax'][0], CrossEntropyLossFlat.activation, FocalLossFlat.activation,
+              LabelSmoothingCrossEntropyFlat.activation}
+_SIGMOIDS = {ACTIVATIONS['sigmoid'][0], BCEWithLogitsLossFlat.activation}
+_ARGMAXES = {_argmax, CrossEntropyLossFlat.decodes, FocalLossFlat.decodes, LabelSmoothingCrossEntropyFlat.decodes}
+
+def _function(f):
+    "The plain function behind a registry entry's `partial` or a loss object's bound method"
+    return getattr(f, 'func', None) or getattr(f, '__func__', None)
 
 @dataclass(frozen=True)
 class _Entry:
@@ -57,14 +70,15 @@ class LossActivation:
 
     @property
     def bounded(self)->bool:
-        "Whether `act` is the built-in softmax or sigmoid: in [0, 1] for finite outputs, no pass needed to check it"
-        return getattr(self.act, 'func', None) in (ACTIVATIONS['softmax'][0], ACTIVATIONS['sigmoid'][0])
+        """Whether `act` is the built-in softmax or sigmoid, or fastai's flattened losses' own: in [0, 1] for finite
+        outputs, no pass needed to check it"""
+        return _function(self.act) in _SOFTMAXES | _SIGMOIDS
 
     @property
     def plain_softmax(self)->bool:
-        "Whether `act` is the built-in softmax and `decodes` the built-in argmax: rows sum to 1, classes in range"
-        return getattr(self.act, 'func', None) is ACTIVATIONS['softmax'][0] and \
-            getattr(self.decodes, 'func', None) is _argmax
+        """Whether `act` is a softmax and `decodes` its argmax, the registry's or fastai's flattened losses' own: rows
+        sum to 1, classes in range"""
+        return _function(self.act) in _SOFTMAXES and _function(self.decodes) in _ARGMAXES
 
     def check_classifier(self,
         what:str, # What needs class probabilities, for the message: 'ClassificationInterpretation', ...

@@ -99,9 +99,10 @@ class StreamingCallback(Callback):
             probs, decoded, idxs = probs[real], decoded[real], idxs[real]
             targs, losses = (None if t is None else t[real] for t in (targs, losses))
         if self.stats is None: self.stats = StreamingStats(probs.shape[1], self.k, self.n_bins, self.measures)
-        # the registry's float32 softmax of outputs checked finite above, and its argmax: not checked again
+        # a softmax over the class axis of outputs checked finite above (the registry's, or that of fastai's flattened
+        # losses), and its argmax: not checked again
         made = self.act is None and not self.probs_in and self.activation.plain_softmax and \
-            raw.dtype in (torch.float32, torch.float64) and probs.ndim == 2
+            self.activation.axis in (1, -1) and raw.dtype in (torch.float32, torch.float64) and probs.ndim == 2
         self.stats._add_batch(probs, targs, losses, idxs, decoded, made)
         self.items_per_s = self.stats.n / (time.perf_counter() - self.start)
         pbar = getattr(getattr(self.learn, 'progress', None), 'pbar', None)

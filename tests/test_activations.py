@@ -130,3 +130,18 @@ def test_a_wrapper_module_is_not_guessed_but_named_in_the_warning():
     with pytest.warns(UserWarning, match=r"holds CrossEntropyLoss \(softmax\).*register_activation\(.*_WrapsCE, 'softmax'"):
         rec = activation_for(_WrapsCE())
     assert rec.kind == 'unknown' and rec.name == 'identity'
+
+def test_fastai_flattened_losses_own_softmax_and_sigmoid_are_known_as_safe():
+    "fastai's own activation methods need no range pass; a subclass that overrides one is checked like any other"
+    for loss in (CrossEntropyLossFlat(), FocalLossFlat(), LabelSmoothingCrossEntropyFlat(), nn.CrossEntropyLoss()):
+        a = activation_for(loss)
+        assert a.bounded and a.plain_softmax, loss
+    a = activation_for(BCEWithLogitsLossFlat())
+    assert a.bounded and not a.plain_softmax
+    class Doubled(CrossEntropyLossFlat):
+        def activation(self, x): return F.softmax(x, dim=-1) * 2
+    class Shifted(CrossEntropyLossFlat):
+        def decodes(self, x): return x.argmax(dim=-1) + 1
+    assert not activation_for(Doubled()).bounded and not activation_for(Doubled()).plain_softmax
+    assert activation_for(Shifted()).bounded and not activation_for(Shifted()).plain_softmax
+    assert not activation_for(nn.NLLLoss()).bounded and not activation_for(nn.BCELoss()).bounded

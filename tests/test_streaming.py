@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 
 from fastai.data.load import DataLoader as FaDataLoader
 from fastai.learner import _ConstantFunc
+from fastai.losses import CrossEntropyLossFlat, FocalLossFlat, LabelSmoothingCrossEntropyFlat
 
 from fastinterp.core import topk as _topk
 from fastinterp.distributed import cpu_broadcast
@@ -373,10 +374,13 @@ def test_binary_one_output_sigmoid(digits_arrays):
     np.testing.assert_array_equal(idxs.numpy(), ref_top(bce.numpy(), K))
     torch.testing.assert_close(vals, bce[idxs])
 
-def test_a_plain_softmax_is_not_checked_twice_and_streams_as_in_memory(digits_arrays, monkeypatch):
-    "nn.CrossEntropyLoss: the collector skips its checks of the registry's softmax, and the figures stay exact"
+@pytest.mark.parametrize('loss', [nn.CrossEntropyLoss, CrossEntropyLossFlat, FocalLossFlat,
+                                  LabelSmoothingCrossEntropyFlat])
+def test_a_plain_softmax_is_not_checked_twice_and_streams_as_in_memory(digits_arrays, monkeypatch, loss):
+    """The registry's softmax, or the own softmax of fastai's flattened losses: the collector skips its checks, and the
+    figures stay exact"""
     X, y = digits_arrays
-    learn = fit_quietly(plain_learner(X, y, nn.CrossEntropyLoss(), 10), 1)
+    learn = fit_quietly(plain_learner(X, y, loss(), 10), 1)
     made, check = [], StreamingStats._check
     monkeypatch.setattr(StreamingStats, '_check', lambda self, *a: made.append(a[-1]) or check(self, *a))
     st = StreamingInterpretation.from_learner(learn, k=K, progress=False)
@@ -397,6 +401,14 @@ def test_a_registered_softmax_with_its_own_decodes_is_still_checked(digits_array
     learn = plain_learner(X, y, OffByOne(), 10)
     with pytest.raises(ValueError, match=r'decoded must lie in \[0, 10\)'):
         StreamingInterpretation.from_learner(learn, k=K, progress=False)
+
+def test_a_flattened_loss_with_an_activation_of_its_own_is_still_checked(digits_arrays):
+    "A subclass of CrossEntropyLossFlat that overrides fastai's softmax: its probabilities are checked, one clear error"
+    class Halved(CrossEntropyLossFlat):
+        def activation(self, x): return F.softmax(x, dim=-1) / 2
+    X, y = digits_arrays
+    with pytest.raises(ValueError, match='Rows of probs must sum to 1'):
+        StreamingInterpretation.from_learner(plain_learner(X, y, Halved(), 10), k=K, progress=False)
 
 def test_regression_and_multilabel_are_refused(digits_arrays):
     X, y = digits_arrays
