@@ -10,7 +10,7 @@ import torch.distributed as dist
 from .core import (CalibrationBins, bin_sums, by_rows, check_finite, check_k, item_nll, row_sq, sums_to_one, topk,
                    ROW_TOL)
 from .distributed import all_gather, all_reduced, comm_device
-from .uncertainty import MEASURES, scores
+from .uncertainty import MEASURES, scores, _least_confidence_of, _margin_of
 
 # --- the functional core: a state is a dict of tensors; `_REDUCE` says how each entry combines across batches and
 # processes
@@ -63,16 +63,15 @@ def _candidates(scores, kept, k):
 
 # room between a measure and its bound: float32 rounding, and rows that sum to 1 only within ROW_TOL, which lift a
 # margin by up to ROW_TOL over its bound, a uniform distance by up to 2 ROW_TOL (its L1 and L2 forms) and a normalized
-# entropy by up to 0.01 (two classes)
-_SLACK = {'least_confidence': 1e-5, 'margin': ROW_TOL + 1e-5, 'uniform_distance': 2 * ROW_TOL + 1e-5, 'entropy': 0.02}
+# entropy by up to 0.01 (two classes). Least confidence needs none: it is scored from the top probability alone
+_SLACK = {'margin': ROW_TOL + 1e-5, 'uniform_distance': 2 * ROW_TOL + 1e-5, 'entropy': 0.02}
 
 def _bound(name, pmax, sq, n_classes):
-    """Upper bound of the uncertainty measure `name` of each item from its top probability `pmax` and its sum of squared
-    probabilities `sq` (float64) alone, rows summing to 1, C > 1: an item whose bound is below the k-th kept score is
-    not scored"""
+    """Upper bound of the uncertainty measure `name` (one in `_SLACK`) of each item from its top probability `pmax` and
+    its sum of squared probabilities `sq` (float64) alone, rows summing to 1, C > 1: an item whose bound is below the
+    k-th kept score is not scored"""
     p, C = pmax.double(), n_classes
     q = (1 - p).clamp_min(0)
-    if name == 'least_confidence': return q
     if name == 'margin':  # the second probability is at most p1, 1 - p1 and sqrt(sum p^2 - p1^2)
         return (q + torch.minimum(torch.minimum(p, q), (sq - p * p).clamp_min(0).sqrt())).clamp_max(1)
     # L1 = sum_c |C p_c - 1| is at least 2 (C p1 - 1), and at least L2^2 / Linf, where L2^2 = C^2 sum p^2 - C and
@@ -95,6 +94,11 @@ def _score(name, probs, pos=None):
     return by_rows(lambda at: scores(probs.index_select(0, at), name), pos.repeat(2) if n == 1 else pos,
                    probs.shape[1])[:n]
 
+def _margin_at(probs, pmax, pred, pos):
+    "The margin of the rows at `pos`, their top probability and its class known (`pmax`, `pred`): `margin` of them"
+    return by_rows(lambda at: _margin_of(probs.index_select(0, at), pmax[at], pred[at], mine=True), pos,
+                   probs.shape[1])
+
 def _update(kept, # The state's top-k lists, read only
         probs, # (B, C) float32 probabilities, rows summing to 1
         targs, # (B,) target classes, or None
@@ -108,6 +112,7 @@ def _update(kept, # The state's top-k lists, read only
     C = probs.shape[1]
     pmax, pred = probs.max(1)  # the first maximum, as argmax
     if decoded is None: decoded = pred
+    lc = _least_confidence_of(pmax)  # least confidence, from the top probability alone: every item scored
     res = {'sums': {'n': len(probs), 'pred_counts': torch.bincount(decoded, minlength=C)}, 'cells': None, 'top': {}}
     sq = None  # sum of squared probabilities of each row, for the Brier score and the bounds of the measures
     if targs is not None or (k and C > 1):
@@ -121,8 +126,7 @@ def _update(kept, # The state's top-k lists, read only
         res['sums']['brier_sum'] = (sq - 2 * probs.gather(1, targs.view(-1, 1))[:, 0].double() + 1).sum()
         res['sums']['nll_sum'] = item_nll(probs, targs).double().sum()
         # least confidence as the in-memory measure has it (float32), binned so that threshold e_i predicts u <= e_i
-        u = (1 - pmax).clamp(0, 1).double()
-        at = torch.bucketize(u, ABSTAIN_EDGES[1:].to(u.device))
+        at = torch.bucketize(lc.double(), ABSTAIN_EDGES[1:].to(lc.device))
         nb = len(ABSTAIN_EDGES) - 1
         res['sums']['abstain_count'] = torch.bincount(at, minlength=nb)
         res['sums']['abstain_correct'] = torch.bincount(at[decoded == targs], minlength=nb)  # the decisions shown
@@ -135,12 +139,14 @@ def _update(kept, # The state's top-k lists, read only
         if name == 'loss':
             if losses is None: continue
             scores = losses
+        elif name == 'least_confidence': scores = lc
         else:
             if C > 1 and len(kl['score']) == k:
                 # an item whose bound is below the k-th kept score cannot enter: score the others only
                 pos = torch.nonzero(_bound(name, pmax, sq, C) >= float(kl['score'][-1]) - _SLACK[name]).view(-1)
                 if not len(pos): continue
-            scores = _score(name, probs, pos)
+            scores = _margin_at(probs, pmax, pred, pos) if name == 'margin' and pos is not None else \
+                _score(name, probs, pos)
         c = _candidates(scores, kl, k)
         if not len(c): continue
         at = c if pos is None else pos[c]
@@ -255,7 +261,8 @@ class StreamingStats:
         return self._add_batch(probs, targs, losses, idxs, decoded)
 
     def _add_batch(self, probs, targs, losses, idxs, decoded, made:bool=False):
-        "`update`; `made`: `probs` and `decoded` are a built-in softmax of finite outputs and its argmax, not rechecked"
+        """`update`; `made`: `probs` and `decoded` are a built-in softmax of finite outputs and its argmax (or None),
+        not rechecked"""
         probs, targs, losses, idxs, decoded = self._check(probs, targs, losses, idxs, decoded, made)
         if not len(probs): return self
         self._flags(targs is not None, losses is not None)

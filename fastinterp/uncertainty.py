@@ -51,9 +51,14 @@ def margin(probs): # (N, C) probabilities, rows summing to 1
     tensor([0.8000, 1.0000])
     """
     if probs.shape[1] == 1: return probs.new_zeros(len(probs))
+    return _margin_of(probs, *probs.max(1))
+
+def _margin_of(probs, first, at, mine:bool=False):
+    """The margin of rows of `probs` (C > 1) whose first maximum `first` is at `at`; `mine`: `probs` is a copy the
+    caller gives up, written over"""
     # the first maximum taken out, the largest left: the second of a tie is the first's equal (topk(2), 5x slower)
-    first, at = probs.max(1)
-    return _unit(1 - (first - probs.scatter(1, at[:, None], -1.).amax(1)))
+    second = (probs.scatter_ if mine else probs.scatter)(1, at[:, None], -1.).amax(1)
+    return _unit(1 - (first - second))
 
 @_on_probs
 def least_confidence(probs): # (N, C) probabilities, rows summing to 1
@@ -62,7 +67,9 @@ def least_confidence(probs): # (N, C) probabilities, rows summing to 1
     >>> least_confidence(torch.tensor([[0.5, 0.3, 0.2], [0.9, 0.05, 0.05]]))
     tensor([0.5000, 0.1000])
     """
-    return _unit(1 - probs.max(1).values)
+    return _least_confidence_of(probs.amax(1))  # amax: the values of max, 5x faster without their indices
+
+def _least_confidence_of(first): return _unit(1 - first)  # from each row's top probability alone
 
 @_on_probs
 def uniform_distance(probs): # (N, C) probabilities, rows summing to 1
