@@ -12,7 +12,7 @@ from fastai.callback.core import Callback
 from fastai.torch_core import to_detach
 
 from .activations import activation_for
-from .core import as_classes, check_finite, output_kind
+from .core import as_classes, check_finite, class_targets, output_kind
 from .distributed import cpu_broadcast
 from .loaders import _dataset_idxs, _is_distributed, in_order
 from .passes import no_bar
@@ -46,7 +46,7 @@ def batch_losses(learn, # The Learner in a validation batch of `get_preds(with_l
     if loss.ndim == 0:  # a validation that reduces the loss: again per item, the way get_preds has it computed
         with learn.loss_not_reduced(): loss = learn.loss_func(learn.pred, *learn.yb)
     # one value per item, as the in-memory `losses` are brought to it: a one-output BCE gives (bs, 1)
-    return to_detach(loss.reshape(bs, -1).mean(1), gather=False)
+    return to_detach(loss if loss.shape == (bs,) else loss.reshape(bs, -1).mean(1), gather=False)
 
 class StreamingCallback(Callback):
     """Stream each validation batch into a `StreamingStats`: registry probabilities, per-item losses, data set indices
@@ -87,22 +87,27 @@ class StreamingCallback(Callback):
         raw = check_finite(raw)
         if self.probs_in is None and self.act is None and isinstance(raw, torch.Tensor):  # decided on the first batch
             self.probs_in = _outputs_are_probs(self.learn.model, self.activation, raw)
-        probs, decoded = activate(self.learn, raw, self.act, self.activation, finite=True, probs_in=self.probs_in)
+        # a softmax over the class axis of float32 outputs checked finite above (the registry's, or that of fastai's
+        # flattened losses), decided by its argmax: not checked again, and its argmax left to the collector, which
+        # takes it once per block with the top probabilities (the same first maximum)
+        made = self.act is None and not self.probs_in and self.kind == 'multiclass' and \
+            self.activation.plain_softmax and self.activation.axis in (1, -1) and raw.dtype == torch.float32 and \
+            raw.ndim == 2 and learner_temperature(self.learn) is None
+        probs, decoded = activate(self.learn, raw, self.act, self.activation, finite=True, probs_in=self.probs_in,
+                                  decode=not made)
         targs = losses = None
         if len(self.learn.yb):
             targs = to_detach(detuplify(self.learn.yb), gather=False)
             if self.with_loss: losses = batch_losses(self.learn, self.act, self.activation)
-        if self.kind not in ('multiclass', 'multilabel'): self.kind = output_kind(probs)
-        probs, decoded, targs = _as_classes(probs, decoded, targs, self.kind, self.thresh)
+        if made: targs = None if targs is None else class_targets(targs, probs).long()
+        else:
+            if self.kind not in ('multiclass', 'multilabel'): self.kind = output_kind(probs)
+            probs, decoded, targs = _as_classes(probs, decoded, targs, self.kind, self.thresh)
         if self.real is not None:
             real = self.real[pos]
-            probs, decoded, idxs = probs[real], decoded[real], idxs[real]
-            targs, losses = (None if t is None else t[real] for t in (targs, losses))
+            probs, idxs = probs[real], idxs[real]
+            targs, losses, decoded = (None if t is None else t[real] for t in (targs, losses, decoded))
         if self.stats is None: self.stats = StreamingStats(probs.shape[1], self.k, self.n_bins, self.measures)
-        # a softmax over the class axis of outputs checked finite above (the registry's, or that of fastai's flattened
-        # losses), and its argmax: not checked again
-        made = self.act is None and not self.probs_in and self.activation.plain_softmax and \
-            self.activation.axis in (1, -1) and raw.dtype in (torch.float32, torch.float64) and probs.ndim == 2
         self.stats._add_batch(probs, targs, losses, idxs, decoded, made)
         self.items_per_s = self.stats.n / (time.perf_counter() - self.start)
         pbar = getattr(getattr(self.learn, 'progress', None), 'pbar', None)
