@@ -91,9 +91,20 @@ def test_check_finite_counts_rows(x, n):
     with pytest.raises(ValueError, match=rf"^{n} of {len(x)} rows of the raw outputs hold NaN or inf$"):
         check_finite(x, 'raw outputs')
 
-@pytest.mark.parametrize('x', [torch.randn(3, 4), torch.arange(5), np.ones(3), torch.zeros(0, 2)])
+# finite values whose sum overflows (float32's 3.4e38, float16's 65,504) are finite all the same
+@pytest.mark.parametrize('x', [torch.randn(3, 4), torch.arange(5), np.ones(3), torch.zeros(0, 2),
+                               torch.full((4, 3), 3e38), torch.tensor([3e38, -3e38, 3e38, 3e38]),
+                               torch.full((1024, 100), 60_000., dtype=torch.float16),
+                               torch.full((8, 2), 3e38, dtype=torch.bfloat16)])
 def test_check_finite_passes_through(x):
     assert check_finite(x) is x
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_check_finite_in_every_float_dtype(dtype):
+    "An inf beside its opposite (a NaN sum), a lone NaN, in every float dtype: counted by row"
+    x = torch.ones(5, 3, dtype=dtype)
+    x[1, 0], x[1, 2], x[4, 1] = float('inf'), -float('inf'), float('nan')
+    with pytest.raises(ValueError, match=r"^2 of 5 rows of the logits hold NaN or inf$"): check_finite(x, 'logits')
 
 # Multi-label: each label's closeness to the threshold
 def ref_label(p, t): return np.interp(p, [0, t, 1], [1 - t / max(t, 1 - t), 1, 1 - (1 - t) / max(t, 1 - t)])
