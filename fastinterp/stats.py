@@ -145,8 +145,10 @@ def _update(kept, # The state's top-k lists, read only
                 # an item whose bound is below the k-th kept score cannot enter: score the others only
                 pos = torch.nonzero(_bound(name, pmax, sq, C) >= float(kl['score'][-1]) - _SLACK[name]).view(-1)
                 if not len(pos): continue
-            scores = _margin_at(probs, pmax, pred, pos) if name == 'margin' and pos is not None else \
-                _score(name, probs, pos)
+            if name == 'margin' and C > 1:  # from the top probabilities and classes known already
+                if pos is None: pos = torch.arange(len(probs), device=probs.device)
+                scores = _margin_at(probs, pmax, pred, pos)
+            else: scores = _score(name, probs, pos)
         c = _candidates(scores, kl, k)
         if not len(c): continue
         at = c if pos is None else pos[c]
