@@ -1,6 +1,6 @@
 "Pure functions every layer shares: outputs as classes, per-item NLL, confusion counts, stable top-k, bin sums, checks"
 
-__all__ = ['ROW_TOL', 'TINY', 'sums_to_one', 'check_k', 'check_finite', 'nonfinite_message', 'as_probs',
+__all__ = ['ROW_TOL', 'TINY', 'sums_to_one', 'check_k', 'check_finite', 'all_finite', 'nonfinite_message', 'as_probs',
            'class_targets', 'item_nll', 'brier_terms', 'output_kind', 'as_classes', 'check_normalize',
            'normalize_confusion', 'confusion_counts', 'report_from_confusion', 'topk', 'CalibrationBins', 'bin_sums',
            'ece_from_bins', 'mce_from_bins', 'loss_ignore_index', 'bincount', 'iou_from_confusion',
@@ -53,13 +53,25 @@ def check_finite(x, # Tensor whose first axis is the items
     if n: raise ValueError(nonfinite_message(n, len(torch.atleast_1d(torch.as_tensor(x))), what))
     return x
 
+def _finite_sum(t)->bool:
+    """Whether the floating point tensor `t` is all finite by the fast test: True means it is, False that it may not
+    be (a sum that overflows; count the rows then). Not floating point, or empty: True"""
+    if not t.is_floating_point() or not t.numel(): return True
+    # NaN and inf make the sum NaN or inf: one pass (isfinite is several times slower, aminmax 2x) clears the usual case
+    return math.isfinite(t.sum(dtype=torch.float32) if t.element_size() < 4 else t.sum())  # float16 overflows at 65,504
+
+def all_finite(t)->bool:
+    """Whether the tensor `t` holds no NaN and no inf: one sum in the usual case
+
+    >>> all_finite(torch.tensor([1., 2.])), all_finite(torch.full((2,), 3e38)), all_finite(torch.tensor([float('nan')]))
+    (True, True, False)
+    """
+    return _finite_sum(t) or bool(torch.isfinite(t).all())
+
 def _nonfinite_rows(x)->int:
     "How many rows (entries of the first axis) of `x` hold NaN or inf"
     t = torch.as_tensor(x)
-    if not t.is_floating_point() or not t.numel(): return 0
-    # NaN and inf make the sum NaN or inf: one fast pass (isfinite is several times slower) clears the common case,
-    # and a sum that overflows is counted row by row below
-    if math.isfinite(t.sum(dtype=torch.float32) if t.element_size() < 4 else t.sum()): return 0  # float16: 65,504
+    if _finite_sum(t): return 0
     bad = ~torch.isfinite(torch.atleast_1d(t))
     return int((bad.flatten(1).any(1) if bad.ndim > 1 else bad).sum())
 

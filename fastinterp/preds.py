@@ -14,7 +14,7 @@ from fastai.data.core import TfmdDL
 from fastai.torch_core import to_detach
 
 from .activations import activation_for, _activation_for
-from .core import sums_to_one
+from .core import all_finite, sums_to_one
 from .patching import add_patch, stock
 
 _warned_models = {}  # what each model was already warned about: {why: WeakSet of models}
@@ -177,8 +177,7 @@ def per_item_loss(learn, out, targs, activation=None):
 def _nonfinite(model, activation, out, probs, dec):
     "Rows with NaN: decoded as -1 (no class); rows with +inf logits: the limit of the softmax; warn once per call"
     if not isinstance(out, torch.Tensor) or not out.is_floating_point() or not out.numel(): return probs, dec
-    lo, hi = torch.aminmax(out.detach())
-    if torch.isfinite(lo) and torch.isfinite(hi): return probs, dec
+    if all_finite(out.detach()): return probs, dec
     rows = lambda m: m.flatten(1).any(1) if m.ndim > 1 else m
     nan, inf = rows(torch.isnan(out)), rows(torch.isinf(out))
     if activation.kind == 'multiclass' and activation.name == 'softmax' and out.ndim > 1:

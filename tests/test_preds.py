@@ -243,12 +243,14 @@ def test_nan_and_inf_outputs_are_said_and_never_decoded_as_a_class():
         learn.predict(z[2])
     assert learn.predict(z[1])[1] == 0
 
-def test_finite_outputs_do_not_warn():
-    z = torch.randn(8, 3, generator=torch.Generator().manual_seed(0))
+@pytest.mark.parametrize('scale', [1., 1e38])  # 1e38: finite logits whose sum overflows float32
+def test_finite_outputs_do_not_warn(scale):
+    z = torch.randn(8, 3, generator=torch.Generator().manual_seed(0)) * scale
     learn = identity_learner(z, torch.zeros(8, dtype=torch.long), nn.CrossEntropyLoss())
     with warnings.catch_warnings():
         warnings.simplefilter('error')
-        with learn.no_bar(): learn.get_preds(with_decoded=True)
+        with learn.no_bar(): p, _, dec = learn.get_preds(with_decoded=True)
+    assert torch.isfinite(p).all() and torch.equal(dec, z.argmax(1))
 
 def test_nll_loss_over_a_softmax_model_gives_its_probabilities(digits_path):
     "exp() of probabilities would leave [0, 1]: the model's own softmax outputs are the probabilities, and it is said"
