@@ -21,28 +21,24 @@ from .loaders import _is_distributed, every_item_dl, in_order
 from .passes import no_bar
 from .patching import hand_out
 from .preds import _outputs_are_probs, activate, decision_thresh, learner_temperature, stock_get_preds
-from .streaming import StreamingCallback, batch_losses, stream
+from .streaming import StreamingCallback, _has_targets, batch_losses, stream
 from .stats import ABSTAIN_EDGES, StreamingStats
 from .uncertainty import MEASURES, mc_dropout
 from .show import idx_list
 from .views import Rows, Views, source
 
-def _is_labelled(dl):
-    "Whether `dl` yields targets after its inputs (an unlabelled test_dl does not)"
-    b = dl.one_batch()
-    n_inp = getattr(dl, 'n_inp', 1)
-    if not isinstance(b, (tuple, list)) or len(b) <= n_inp: return False
-    return all(getattr(t, 'numel', lambda: 1)() > 0 for t in b[n_inp:])
-
-def _per_item_loss(loss):
+def _per_item_loss(loss)->bool:
     "Whether fastai can get per-item losses from `loss` (it sets `reduction`, or passes reduction='none')"
     if hasattr(loss, 'reduction'): return True
     try: params = inspect.signature(loss.forward if isinstance(loss, torch.nn.Module) else loss).parameters
     except (TypeError, ValueError): return True
-    if 'reduction' in params or any(p.kind == p.VAR_KEYWORD for p in params.values()): return True
-    warnings.warn(f"The loss {loss!r} takes no `reduction` argument, so there are no per-item losses: "
-                  f"the loss views (top_losses) are unavailable; every other view works.")
-    return False
+    return 'reduction' in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
+
+def _warn_no_losses(loss, labelled, per_item):
+    "After a pass: the loss views are missing from labelled data because `loss` gives no per-item losses"
+    if labelled and not per_item:
+        warnings.warn(f"The loss {loss!r} takes no `reduction` argument, so there are no per-item losses: "
+                      f"the loss views (top_losses) are unavailable; every other view works.")
 
 def _vocab(dl, n):
     "Class names: the DataLoader's vocab (the last one when there is one per target), else 0..n-1 (None: n is None)"
@@ -66,10 +62,10 @@ def _n_passes(tta, n):
 class _Collect(Callback):
     "Each validation batch's probabilities, decisions, targets and losses, written into tensors of every item"
     order, run_train = 61, False  # after fastai's progress bar (60)
-    def __init__(self, act, activation, labelled, with_loss, n=None):
-        store_attr('act,activation,labelled,with_loss,n')
+    def __init__(self, act, activation, with_loss, n=None):
+        store_attr('act,activation,with_loss,n')
 
-    def before_validate(self): self.bufs, self.seen, self.bad, self.probs_in = None, 0, 0, None
+    def before_validate(self): self.bufs, self.seen, self.bad, self.probs_in, self.labelled = None, 0, 0, None, None
 
     def after_batch(self):
         raw = to_detach(self.learn.pred)
@@ -85,8 +81,9 @@ class _Collect(Callback):
             raise ValueError(f"The model's outputs have shape {tuple(probs.shape)}: a prediction per pixel, not per "
                              f"item. For a segmentation model use SegmentationInterpretation.from_learner(learn)")
         batch = {'probs': probs.float(), 'decoded': decoded}
+        if self.labelled is None: self.labelled = _has_targets(self.learn.yb)  # decided on the first batch
         if self.labelled: batch['targs'] = to_detach(detuplify(self.learn.yb))
-        if self.with_loss: batch['losses'] = batch_losses(self.learn, self.act, self.activation)
+        if self.labelled and self.with_loss: batch['losses'] = batch_losses(self.learn, self.act, self.activation)
         if self.bufs is None:  # every item's, at the first batch: the probabilities are held once, no copy of them
             n = max(self.n or 0, bs)
             self.bufs = {k: v.new_empty((n, *v.shape[1:])) for k, v in batch.items()}
@@ -181,14 +178,16 @@ class ClassificationInterpretation(Views, fastai.interpret.ClassificationInterpr
             with nullcontext() if progress else no_bar(learn):
                 return cls._from_mc_dropout(learn, dl, activation, mc_dropout)
         dl, ordered = in_order(dl)  # first: a pass of the DataLoader as it is, even for one batch, lists every index
-        labelled = _is_labelled(dl)
-        with_loss = labelled and _per_item_loss(learn.loss_func)
+        # whether there are targets is seen in the pass (no batch fetched before it): a loss without them is not
+        # computed, so it is set up to give per-item losses whenever it can
+        with_loss = _per_item_loss(learn.loss_func)
         order = None if ordered else dl.get_idxs()  # a custom order (a SortedDL's), fixed for the pass, put back after
         run = dl if ordered else dl.new(get_idxs=_ConstantFunc(order))
-        cb = _Collect(act, activation, labelled, with_loss, getattr(run, 'n', None))
+        cb = _Collect(act, activation, with_loss, getattr(run, 'n', None))
         # fastai's loop, the batches written into tensors of every item as they come: no list of batches
         with learn.loss_not_reduced() if with_loss else nullcontext(), nullcontext() if progress else no_bar(learn):
             stock_get_preds(learn, dl=run, act=noop, cbs=[cb], with_preds=False, with_targs=False, reorder=False)
+        _warn_no_losses(learn.loss_func, cb.labelled, with_loss)
         probs, decoded, targs, losses = cb.result(order)
         return cls._from_probs(learn, dl, probs, targs, decoded, losses, act, activation and activation.kind,
                                decision_thresh(learn, activation))
@@ -333,8 +332,10 @@ class StreamingInterpretation(Views):
         dl = every_item_dl(learn, ds_idx, dl)  # a torch DataLoader: the same batches as a fastai one, in data set order
         dl = in_order(dl)[0]  # first: a pass of the DataLoader as it is, even for one batch, lists every index
         inner = dl.dl if _is_distributed(dl) else dl
-        cb = StreamingCallback(k, n_bins, measures, act, _is_labelled(inner) and _per_item_loss(learn.loss_func))
+        per_item = _per_item_loss(learn.loss_func)
+        cb = StreamingCallback(k, n_bins, measures, act, per_item)  # whether there are targets is seen in the pass
         stats = stream(learn, dl, cb, progress)
+        _warn_no_losses(learn.loss_func, stats.labelled, per_item)
         return cls(learn, dl, stats, _vocab(inner, stats.n_classes), cb.items_per_s, act)
 
     # --- how the views get their numbers: from counts, bin sums and the kept items

@@ -22,8 +22,9 @@ from .core import (TINY, CalibrationBins, bin_sums, bincount, check_k, check_nor
 from .loaders import every_item_dl, in_order
 from .passes import no_bar
 from .patching import hand_out
-from .interpret import _is_labelled, _vocab
+from .interpret import _vocab
 from .preds import activate, learner_temperature, stock_get_preds
+from .streaming import _has_targets
 from .tta import output_shape
 from . import show
 
@@ -163,9 +164,12 @@ def _per_image(cls, keep, C):
 class _Count(Callback):
     "Each validation batch's probabilities counted into a `SegmentationStats`, then dropped"
     order, run_train = 61, False
-    def __init__(self, stats, act, activation, labelled): store_attr()
+    def __init__(self, stats, act, activation): store_attr()
+
+    def before_validate(self): self.labelled = None
 
     def before_batch(self):  # before the loss, which would fail on such a class with an IndexError of its own
+        if self.labelled is None: self.labelled = _has_targets(self.learn.yb)  # decided on the first batch
         if not self.labelled: return
         t = self.learn.yb[0]
         keep = t != self.stats.ignore_index if self.stats.ignore_index is not None else torch.ones_like(t, dtype=bool)
@@ -233,11 +237,10 @@ class SegmentationInterpretation(fastai.interpret.SegmentationInterpretation):
         if tta: return cls._from_tta(learn, dl, vocab, ii, n_bins, 4 if tta is True else int(tta), progress,
                                      **tta_kwargs)
         dl, ordered = in_order(dl)
-        labelled = _is_labelled(dl)
         order = None if ordered else dl.get_idxs()
         run = dl if ordered else dl.new(get_idxs=_ConstantFunc(order))
         stats = SegmentationStats(len(vocab), n_bins, ii)
-        cb = _Count(stats, act, activation, labelled)
+        cb = _Count(stats, act, activation)
         with nullcontext() if progress else no_bar(learn):
             stock_get_preds(learn, dl=run, act=noop, cbs=[cb], with_preds=False, with_targs=False, reorder=False)
         res = stats.compute()

@@ -27,6 +27,10 @@ def _as_classes(probs, decoded, targs, kind, thresh):
                          "use the in-memory ClassificationInterpretation for a multi-label model")
     return as_classes(probs.float(), decoded, targs, kind, thresh)
 
+def _has_targets(yb)->bool:
+    "Whether a batch's targets `learn.yb` are there: an unlabelled test_dl has none, or empty ones (a tabular one)"
+    return len(yb) > 0 and all(getattr(t, 'numel', lambda: 1)() > 0 for t in yb)
+
 def batch_losses(learn, # The Learner in a validation batch of `get_preds(with_loss=True)`'s kind (loss not reduced)
         act=None, # An activation given instead of the registry's: the loss is the model's own then
         activation=None, # The loss's `LossActivation`
@@ -77,6 +81,7 @@ class StreamingCallback(Callback):
         self.thresh = decision_thresh(self.learn, self.activation)
         self.idxs, self.real = _dataset_idxs(self.learn.dl)
         self.stats, self.seen, self.start, self.probs_in = None, 0, time.perf_counter(), None
+        self.labelled = None
 
     def after_batch(self):
         raw = to_detach(self.learn.pred, gather=False)  # this process's batch: processes merge once, at the end
@@ -96,7 +101,8 @@ class StreamingCallback(Callback):
         probs, decoded = activate(self.learn, raw, self.act, self.activation, finite=True, probs_in=self.probs_in,
                                   decode=not made)
         targs = losses = None
-        if len(self.learn.yb):
+        if self.labelled is None: self.labelled = _has_targets(self.learn.yb)  # decided on the first batch
+        if self.labelled:
             targs = to_detach(detuplify(self.learn.yb), gather=False)
             if self.with_loss: losses = batch_losses(self.learn, self.act, self.activation)
         if made: targs = None if targs is None else class_targets(targs, probs).long()

@@ -52,6 +52,26 @@ def test_one_inference_pass_tabular(wine_tabular):
     np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
     np.testing.assert_allclose(it.to_df()['p_pred'], probs.max(1), rtol=1e-6)
 
+def count_loads(monkeypatch):
+    "Counts the items fastai's Datasets load: a batch fetched outside the pass shows up here"
+    from fastai.data.core import Datasets
+    loads, get = [], Datasets.__getitem__
+    monkeypatch.setattr(Datasets, '__getitem__', lambda self, i: loads.append(i) or get(self, i))
+    return loads
+
+@pytest.mark.parametrize('streaming', [False, True])
+@pytest.mark.parametrize('labelled', [True, False])
+def test_build_loads_each_item_once(digits_vision, digits_path, monkeypatch, streaming, labelled):
+    "Whether the loader has targets is seen in the pass: no batch is fetched before it (it was, to find out)"
+    files = sorted((digits_path/'valid').rglob('*.png'))[:150]
+    dl = digits_vision.dls.test_dl(files, with_labels=labelled)
+    loads = count_loads(monkeypatch)
+    it = ClassificationInterpretation.from_learner(digits_vision, dl=dl, streaming=streaming, progress=False)
+    assert sorted(loads) == list(range(150))
+    assert it.labelled == labelled and (it.top_losses(3)[1].shape == (3,) if labelled else True)
+    if not labelled:
+        with pytest.raises(ValueError, match='unlabelled|needs targets|no targets'): it.top_losses(3)
+
 def test_cached_values_match_reference(interp, reference):
     probs, targs, losses = reference
     np.testing.assert_allclose(interp.probs.numpy(), probs, atol=1e-6)

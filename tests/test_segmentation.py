@@ -161,6 +161,16 @@ def test_unlabelled_images_get_uncertainty_only(seg, masks_path):
     assert len(plt.gcf().axes[0].figure.axes) >= 6  # image, predicted, entropy per row (and the colour bar)
     plt.close('all')
 
+@pytest.mark.parametrize('labelled', [True, False])
+def test_build_loads_each_image_once(seg, masks_path, monkeypatch, labelled):
+    "Whether the loader has masks is seen in the pass: no batch is fetched before it (it was, to find out)"
+    from fastai.data.core import Datasets
+    loads, get = [], Datasets.__getitem__
+    monkeypatch.setattr(Datasets, '__getitem__', lambda self, i: loads.append(i) or get(self, i))
+    dl = seg.dls.valid if labelled else seg.dls.test_dl(sorted((masks_path/'images').iterdir())[:12])
+    it = SegmentationInterpretation.from_learner(seg, dl=dl, progress=False)
+    assert sorted(loads) == list(range(it.n)) and it.n == len(dl.dataset) and it.labelled == labelled
+
 def test_plot_top_losses_one_figure_of_four_panels_per_image(interp):
     plt.close('all')
     interp.plot_top_losses(3)
