@@ -42,6 +42,13 @@ def digits_arrays():
     d = load_digits()
     return torch.tensor(d.data / 16, dtype=torch.float32), torch.tensor(d.target)
 
+def count_loads(monkeypatch):
+    "Counts the items fastai's Datasets load: a batch fetched outside the pass shows up here"
+    from fastai.data.core import Datasets
+    loads, get = [], Datasets.__getitem__
+    monkeypatch.setattr(Datasets, '__getitem__', lambda self, i: loads.append(i) or get(self, i))
+    return loads
+
 def plain_learner(X, y, loss_func, n_out, final=None, seed=0):
     "A plain `Learner(DataLoaders(...), nn.Module)` on tensors: no fastai transforms at all"
     set_seed(seed)

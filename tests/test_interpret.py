@@ -11,7 +11,7 @@ import fastai.interpret
 import fastinterp
 from fastinterp.interpret import ClassificationInterpretation
 from fastinterp.data import digits_learner
-from conftest import raw_outputs, plain_learner, fit_quietly
+from conftest import raw_outputs, plain_learner, fit_quietly, count_loads
 
 class ForwardCounter:
     "Counts the model's forward calls: inference passes show up here"
@@ -52,13 +52,6 @@ def test_one_inference_pass_tabular(wine_tabular):
     np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
     np.testing.assert_allclose(it.to_df()['p_pred'], probs.max(1), rtol=1e-6)
 
-def count_loads(monkeypatch):
-    "Counts the items fastai's Datasets load: a batch fetched outside the pass shows up here"
-    from fastai.data.core import Datasets
-    loads, get = [], Datasets.__getitem__
-    monkeypatch.setattr(Datasets, '__getitem__', lambda self, i: loads.append(i) or get(self, i))
-    return loads
-
 @pytest.mark.parametrize('streaming', [False, True])
 @pytest.mark.parametrize('labelled', [True, False])
 def test_build_loads_each_item_once(digits_vision, digits_path, monkeypatch, streaming, labelled):
@@ -68,8 +61,9 @@ def test_build_loads_each_item_once(digits_vision, digits_path, monkeypatch, str
     loads = count_loads(monkeypatch)
     it = ClassificationInterpretation.from_learner(digits_vision, dl=dl, streaming=streaming, progress=False)
     assert sorted(loads) == list(range(150))
-    assert it.labelled == labelled and (it.top_losses(3)[1].shape == (3,) if labelled else True)
-    if not labelled:
+    assert it.labelled == labelled
+    if labelled: assert it.top_losses(3)[1].shape == (3,)
+    else:
         with pytest.raises(ValueError, match='unlabelled|needs targets|no targets'): it.top_losses(3)
 
 def test_cached_values_match_reference(interp, reference):

@@ -15,7 +15,7 @@ from fastinterp.data import DIGIT_CODES, digits_masks, digits_seg_learner
 from fastinterp.segmentation import (SegmentationInterpretation, SegmentationStats, dice_from_confusion,
                                      iou_from_confusion, pixel_confusion)
 from fastinterp.tta import SPATIAL, SpatialTfm
-from conftest import fit_quietly
+from conftest import count_loads, fit_quietly
 
 C = len(DIGIT_CODES)
 
@@ -164,9 +164,7 @@ def test_unlabelled_images_get_uncertainty_only(seg, masks_path):
 @pytest.mark.parametrize('labelled', [True, False])
 def test_build_loads_each_image_once(seg, masks_path, monkeypatch, labelled):
     "Whether the loader has masks is seen in the pass: no batch is fetched before it (it was, to find out)"
-    from fastai.data.core import Datasets
-    loads, get = [], Datasets.__getitem__
-    monkeypatch.setattr(Datasets, '__getitem__', lambda self, i: loads.append(i) or get(self, i))
+    loads = count_loads(monkeypatch)
     dl = seg.dls.valid if labelled else seg.dls.test_dl(sorted((masks_path/'images').iterdir())[:12])
     it = SegmentationInterpretation.from_learner(seg, dl=dl, progress=False)
     assert sorted(loads) == list(range(it.n)) and it.n == len(dl.dataset) and it.labelled == labelled
