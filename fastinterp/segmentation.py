@@ -26,6 +26,7 @@ from .interpret import _vocab
 from .preds import activate, learner_temperature, stock_get_preds
 from .streaming import _has_targets
 from .tta import output_shape
+from .uncertainty import _nats
 from . import show
 
 # --- pure functions over masks
@@ -108,8 +109,8 @@ class SegmentationStats:
         if self.labelled is None: self.labelled = labelled
         elif self.labelled != labelled: raise ValueError("Every batch must have targets, or none")
         conf, pred = p.max(1)
-        # per-pixel entropy without a log of every probability kept: entr(p) = -p log p, 0 at p = 0
-        self._img['entropy'].append((torch.special.entr(p).sum(1) / math.log(C)).flatten(1).mean(1).double())
+        # per-pixel entropy in nats over the class axis (0 log 0 = 0), as the multi-class measures have it
+        self._img['entropy'].append((_nats(p) / math.log(C)).flatten(1).mean(1).double())
         if not labelled:
             self._img['pred'].append(_per_image(pred, None, C))
             return
@@ -370,7 +371,7 @@ class SegmentationInterpretation(fastai.interpret.SegmentationInterpretation):
         idxs = show.idx_list(idxs)
         b, targs, probs = self._predict(idxs)
         imgs = self.dl.decode_batch(b, max_n=len(idxs))
-        ent = -(probs * probs.clamp_min(TINY).log()).sum(1) / math.log(probs.shape[1])
+        ent = _nats(probs) / math.log(probs.shape[1])
         cols = ['image', 'target', 'predicted', 'uncertainty (entropy)'] if targs is not None else \
                ['image', 'predicted', 'uncertainty (entropy)']
         fig, axs = plt.subplots(len(idxs), len(cols), figsize=(2.7 * len(cols) + 1, 2.9 * len(idxs) + 0.8),
