@@ -23,7 +23,7 @@ from .loaders import every_item_dl, in_order
 from .passes import no_bar
 from .patching import hand_out
 from .interpret import _vocab
-from .preds import activate, learner_temperature, stock_get_preds
+from .preds import _outputs_are_probs, activate, learner_temperature, stock_get_preds
 from .streaming import _has_targets
 from .tta import output_shape
 from .uncertainty import _nats
@@ -167,7 +167,7 @@ class _Count(Callback):
     order, run_train = 61, False
     def __init__(self, stats, act, activation): store_attr()
 
-    def before_validate(self): self.labelled = None
+    def before_validate(self): self.labelled, self.probs_in = None, None
 
     def before_batch(self):  # before the loss, which would fail on such a class with an IndexError of its own
         if self.labelled is None: self.labelled = _has_targets(self.learn.yb)  # decided on the first batch
@@ -177,7 +177,10 @@ class _Count(Callback):
         _check_classes(t[keep].long(), self.stats.n_classes, self.stats.ignore_index)
 
     def after_batch(self):
-        probs, _ = activate(self.learn, to_detach(self.learn.pred), self.act, self.activation)
+        raw = to_detach(self.learn.pred)
+        if self.probs_in is None and self.act is None and isinstance(raw, torch.Tensor):  # decided on the first batch
+            self.probs_in = _outputs_are_probs(self.learn.model, self.activation, raw)
+        probs, _ = activate(self.learn, raw, self.act, self.activation, probs_in=self.probs_in)
         if probs.ndim < 4:
             raise ValueError(f"The model's outputs have shape {tuple(probs.shape)}: one row per item, not per pixel. "
                              f"This is a classifier: use ClassificationInterpretation.from_learner(learn)")

@@ -19,7 +19,7 @@ from .core import TINY, bincount, class_targets, iou_from_confusion, item_nll, l
 from .loaders import _is_distributed, dataset_order, every_item_dl
 from .passes import PassProgress, own_bars
 from .patching import add_patch
-from .preds import activate, decision_thresh
+from .preds import _outputs_are_probs, activate, decision_thresh
 
 MODES = ('mean', 'gmean', 'max')
 _CLASSIFIERS = ('multiclass', 'multilabel')  # the kinds whose outputs are probabilities, with an accuracy and an NLL
@@ -183,6 +183,7 @@ class TTACallback(Callback):
     def reset(self):
         "Forget every pass"
         self.n_passes, self.agg, self.targs, self.stats, self.items, self.cms = 0, None, None, [], None, []
+        self.probs_in = None  # whether the model's outputs are probabilities already: seen on the first batch
 
     @property
     def multilabel(self): return self.activation is not None and self.activation.kind == 'multilabel'
@@ -220,7 +221,10 @@ class TTACallback(Callback):
     def after_batch(self):
         if not hasattr(self.learn, 'pred'): return
         # activated where the model ran (a batch on the GPU), in float32 even from a half-precision model
-        probs = to_detach(activate(self.learn, to_float(self.pred), activation=self.activation)[0]).float()
+        out = to_float(self.pred)
+        if self.probs_in is None and isinstance(out, torch.Tensor):  # a model's last layer is the same in every pass
+            self.probs_in = _outputs_are_probs(self.learn.model, self.activation, out)
+        probs = to_detach(activate(self.learn, out, activation=self.activation, probs_in=self.probs_in)[0]).float()
         if probs.ndim > 2 and not self.spatial:
             raise ValueError(f"TTA averages one row of class probabilities (or regression outputs) per item, shape "
                              f"(N, C), and this model's outputs have shape {tuple(probs.shape)}: spatial outputs "
@@ -372,7 +376,9 @@ def tta(self:Learner,
             self(_before_epoch)
             for i, label in enumerate(passes):
                 self.epoch = i  # as fastai numbers the passes
-                if i == n: aug.targs = None  # the un-augmented pass brings the same targets: one copy is enough
+                if i == n:
+                    aug.targs = None  # the un-augmented pass brings the same targets: one copy is enough
+                    plain.probs_in = aug.probs_in  # and the same model: its outputs were looked at already
                 cbs = [aug if i < n else plain] + ([PassProgress(label, passes)] if show else []) + \
                       ([_SpatialPass(tfms[i])] if tfms is not None and i < n else [])
                 _run_pass(self, aug_dl if i < n else plain_dl, cbs, (0 if i < n else 1) if switches else None)

@@ -13,7 +13,7 @@ from fastai.callback.core import Callback, TrainEvalCallback
 
 from .core import as_probs, by_rows, TINY
 from .loaders import every_item_dl
-from .preds import activate, stock_get_preds
+from .preds import _outputs_are_probs, activate, stock_get_preds
 from .activations import activation_for
 from .passes import PassProgress, own_bars
 
@@ -162,7 +162,7 @@ def _mc_measures(mean, sq, ent, multilabel):
 class _MCDropout(Callback):
     "During inference, `n` forward passes of each batch with only dropout on, reduced to per-item results at once"
     order = TrainEvalCallback.order + 1  # after TrainEvalCallback has put the whole model in eval mode
-    def __init__(self, n, activation, drops): store_attr(); self.res = []
+    def __init__(self, n, activation, drops): store_attr(); self.res, self.probs_in = [], None
 
     def before_validate(self):
         for m in self.drops: m.train()
@@ -171,7 +171,10 @@ class _MCDropout(Callback):
         multilabel, sums = self.activation.kind == 'multilabel', None
         for i in range(self.n):
             out = self.pred if i == 0 else self.model(*self.xb)  # fastai's own forward pass is the first
-            p = activate(self.learn, out.float(), activation=self.activation)[0].double()
+            out = out.float()
+            if self.probs_in is None:  # whether the outputs are probabilities already: seen on the first pass
+                self.probs_in = _outputs_are_probs(self.learn.model, self.activation, out)
+            p = activate(self.learn, out, activation=self.activation, probs_in=self.probs_in)[0].double()
             if multilabel and p.ndim == 1: p = p[:, None]
             terms = (p, p * p, _nats(p, multilabel))
             sums = terms if sums is None else [s + x for s, x in zip(sums, terms)]

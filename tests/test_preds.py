@@ -9,8 +9,9 @@ from fastai.callback.core import Callback
 
 import fastinterp
 from fastinterp.preds import stock_get_preds
+from fastinterp.uncertainty import mc_dropout
 from fastinterp.data import digits_learner, digits_cnn
-from conftest import raw_outputs, plain_learner, fit_quietly
+from conftest import raw_outputs, plain_learner, fit_quietly, count_looks
 
 def test_vision_plain_cross_entropy(digits_vision):
     learn = digits_vision
@@ -278,3 +279,30 @@ def test_the_range_check_sees_past_nan():
     with warnings.catch_warnings():
         warnings.simplefilter('error')
         _check_range(nn.Linear(2, 2), act, torch.tensor([[float('nan'), 0.4], [0.1, 0.9]]))  # in range: no word
+
+@pytest.mark.parametrize('use', ['memory', 'streaming', 'tta', 'mc_dropout'])
+def test_outputs_that_are_probabilities_are_seen_on_the_first_batch(digits_arrays, monkeypatch, use):
+    "Looked at once per call (it was once per batch: 6 ms a batch of masks), and kept for every batch after it"
+    X, y = digits_arrays
+    learn = plain_learner(X, y, nn.NLLLoss(), 10, final=nn.Softmax(1))  # probabilities, where log-probabilities belong
+    if use == 'mc_dropout': learn.model = nn.Sequential(nn.Dropout(0.2), *learn.model)
+    dl = learn.dls.valid
+    assert len(dl) == 3
+    out = raw_outputs(learn, dl)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # the warning that the outputs already look like a softmax: tested above
+        looks = count_looks(monkeypatch)
+        if use in ('memory', 'streaming'):
+            kw = dict(streaming=True, k=360) if use == 'streaming' else {}
+            it = fastinterp.ClassificationInterpretation.from_learner(learn, progress=False, **kw)
+            p = it.probs if use == 'memory' else it.stats.compute()['top']['loss']['probs']
+            ref = out if use == 'memory' else out[it.stats.compute()['top']['loss']['idx']]
+        elif use == 'tta':
+            p, _ = learn.tta(n=2, batch_tfms=lambda b: b, progress=False)  # no change: the passes equal the outputs
+            ref = out
+        else:
+            p, ref = mc_dropout(learn, n=3, seed=0, progress=False).probs, None
+    assert len(looks) == 1, looks
+    # exp() of the outputs on any batch would not sum to 1: each batch kept them as the probabilities
+    torch.testing.assert_close(p.sum(1), torch.ones(len(p)), atol=1e-5, rtol=0)
+    if ref is not None: torch.testing.assert_close(p, ref, atol=1e-6, rtol=1e-5)

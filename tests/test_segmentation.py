@@ -15,7 +15,7 @@ from fastinterp.data import DIGIT_CODES, digits_masks, digits_seg_learner
 from fastinterp.segmentation import (SegmentationInterpretation, SegmentationStats, dice_from_confusion,
                                      iou_from_confusion, pixel_confusion)
 from fastinterp.tta import SPATIAL, SpatialTfm
-from conftest import count_loads, fit_quietly
+from conftest import count_loads, count_looks, fit_quietly
 
 C = len(DIGIT_CODES)
 
@@ -168,6 +168,15 @@ def test_build_loads_each_image_once(seg, masks_path, monkeypatch, labelled):
     dl = seg.dls.valid if labelled else seg.dls.test_dl(sorted((masks_path/'images').iterdir())[:12])
     it = SegmentationInterpretation.from_learner(seg, dl=dl, progress=False)
     assert sorted(loads) == list(range(it.n)) and it.n == len(dl.dataset) and it.labelled == labelled
+
+@pytest.mark.parametrize('tta', [False, 2])
+def test_outputs_are_looked_at_once_per_build(seg, monkeypatch, tta):
+    "Whether the masks' outputs are probabilities already is seen on the first batch (every batch was looked at)"
+    assert len(seg.dls.valid) > 1
+    looks = count_looks(monkeypatch)
+    it = SegmentationInterpretation.from_learner(seg, tta=tta, progress=False)
+    assert len(looks) == 1 and len(looks[0]) == 4, looks  # a batch of (B, C, H, W) outputs, in one of the passes
+    assert it.n == len(seg.dls.valid.dataset)
 
 def test_plot_top_losses_one_figure_of_four_panels_per_image(interp):
     plt.close('all')
