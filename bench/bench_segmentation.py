@@ -7,7 +7,7 @@ Part 1, scale: --n images (2,000) of 64 x 64 pixels, 11 classes, as in-memory te
 - interp: `SegmentationInterpretation.from_learner` (one pass, counting), then iou, confusion_matrix, top_losses,
   most_uncertain and calibration
 Memory: the rise of the process's peak RSS (VmHWM, reset through /proc/self/clear_refs) over its RSS once the data
-are built. Time: wall time, median of --runs runs.
+are built. Time: wall time, median of --runs runs, the cases interleaved run by run.
 Part 2, TTA: the digit masks (`digits_masks`, 32 x 32, all 1,797, 20% valid), `digits_seg_learner` trained with
 `fit_one_cycle(--epochs, 1e-2)`; mean IoU, pixel accuracy and NLL of the un-augmented pass, of each undone flip
 or rotation, and of TTA (mean of 4 passes blended with the plain one, beta 0.25), from `Learner.tta`'s report.
@@ -70,7 +70,8 @@ def scale(a):
     probs_mb = a.n * C * SIZE * SIZE * 4 / 2 ** 20
     print(f"{a.n:,} images {SIZE} x {SIZE}, {C} classes (their probabilities: {probs_mb:,.0f} MB), digits_unet, "
           f"bs {BS}, 2 torch threads; medians of {a.runs} runs, a fresh process each\n")
-    res = {c: [measure(c, a.n) for _ in range(a.runs)] for c in ('bare', 'stock', 'interp')}
+    runs = [{c: measure(c, a.n) for c in ('bare', 'stock', 'interp')} for _ in range(a.runs)]  # interleaved: a
+    res = {c: [r[c] for r in runs] for c in ('bare', 'stock', 'interp')}  # busy spell hits all cases alike
     med = {c: {k: statistics.median(r[k] for r in rs) for k in ('time', 'peak_mb')} for c, rs in res.items()}
     names = {'bare': 'bare torch.no_grad() loop', 'stock': "stock fastai get_preds (keeps the probabilities)",
              'interp': 'SegmentationInterpretation + views'}
