@@ -20,7 +20,7 @@ from .core import _nonfinite_rows, as_classes, check_k, confusion_counts, item_n
 from .loaders import _is_distributed, every_item_dl, in_order
 from .passes import no_bar
 from .patching import hand_out
-from .preds import _outputs_are_probs, activate, decision_thresh, learner_temperature, stock_get_preds
+from .preds import _probs_in, activate, decision_thresh, learner_temperature, stock_get_preds
 from .streaming import StreamingCallback, _has_targets, batch_losses, stream
 from .stats import ABSTAIN_EDGES, StreamingStats
 from .uncertainty import MEASURES, mc_dropout
@@ -74,8 +74,7 @@ class _Collect(Callback):
         if self.bad:  # every row counted, for one error at the end
             self.seen += bs
             return
-        if self.probs_in is None and self.act is None:  # decided on the first batch, kept for every other
-            self.probs_in = _outputs_are_probs(self.learn.model, self.activation, raw)
+        self.probs_in = _probs_in(self.probs_in, self.learn, self.activation, raw)  # decided on the first batch
         probs, decoded = activate(self.learn, raw, self.act, self.activation, finite=True, probs_in=self.probs_in)
         if probs.ndim > 2:
             raise ValueError(f"The model's outputs have shape {tuple(probs.shape)}: a prediction per pixel, not per "

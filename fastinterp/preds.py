@@ -55,6 +55,15 @@ def _outputs_are_probs(model, activation, out):
                f"the model in a log-softmax (F.log_softmax), as the loss expects.", 5)
     return True
 
+def _probs_in(known, # What an earlier batch decided, or None
+        learn, # The Learner whose model gave `out`
+        activation, # The loss's `LossActivation`; None when an `act` is given (its outputs are taken as they come)
+        out, # This batch's raw outputs
+    ):
+    "Whether a pass's outputs are probabilities already: `known` once a batch has decided it, else looked at in `out`"
+    if known is not None or activation is None or not isinstance(out, torch.Tensor): return known
+    return _outputs_are_probs(learn.model, activation, out)  # a model ends in a softmax on every batch or on none
+
 def check_temperature(T):
     """`T` as a positive float, a 1-d float tensor of positive values (one per label), or None; else a clear error
 

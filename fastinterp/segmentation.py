@@ -23,7 +23,7 @@ from .loaders import every_item_dl, in_order
 from .passes import no_bar
 from .patching import hand_out
 from .interpret import _vocab
-from .preds import _outputs_are_probs, activate, learner_temperature, stock_get_preds
+from .preds import _probs_in, activate, learner_temperature, stock_get_preds
 from .streaming import _has_targets
 from .tta import output_shape
 from .uncertainty import _nats
@@ -178,8 +178,7 @@ class _Count(Callback):
 
     def after_batch(self):
         raw = to_detach(self.learn.pred)
-        if self.probs_in is None and self.act is None and isinstance(raw, torch.Tensor):  # decided on the first batch
-            self.probs_in = _outputs_are_probs(self.learn.model, self.activation, raw)
+        self.probs_in = _probs_in(self.probs_in, self.learn, self.activation, raw)  # decided on the first batch
         probs, _ = activate(self.learn, raw, self.act, self.activation, probs_in=self.probs_in)
         if probs.ndim < 4:
             raise ValueError(f"The model's outputs have shape {tuple(probs.shape)}: one row per item, not per pixel. "

@@ -16,7 +16,7 @@ from .core import as_classes, check_finite, class_targets, output_kind
 from .distributed import cpu_broadcast
 from .loaders import _dataset_idxs, _is_distributed, in_order
 from .passes import no_bar
-from .preds import _outputs_are_probs, activate, decision_thresh, learner_temperature, per_item_loss, stock_get_preds
+from .preds import _probs_in, activate, decision_thresh, learner_temperature, per_item_loss, stock_get_preds
 from .stats import StreamingStats
 from .uncertainty import MEASURES
 
@@ -90,8 +90,7 @@ class StreamingCallback(Callback):
         self.seen += bs
         idxs = self.idxs[pos] if isinstance(self.idxs, torch.Tensor) else self.idxs_of(pos)
         raw = check_finite(raw)
-        if self.probs_in is None and self.act is None and isinstance(raw, torch.Tensor):  # decided on the first batch
-            self.probs_in = _outputs_are_probs(self.learn.model, self.activation, raw)
+        self.probs_in = _probs_in(self.probs_in, self.learn, self.activation, raw)  # decided on the first batch
         # a softmax over the class axis of float32 outputs checked finite above (the registry's, or that of fastai's
         # flattened losses), decided by its argmax: not checked again, and its argmax left to the collector, which
         # takes it once per block with the top probabilities (the same first maximum)

@@ -19,7 +19,7 @@ from .core import TINY, bincount, class_targets, iou_from_confusion, item_nll, l
 from .loaders import _is_distributed, dataset_order, every_item_dl
 from .passes import PassProgress, own_bars
 from .patching import add_patch
-from .preds import _outputs_are_probs, activate, decision_thresh
+from .preds import _probs_in, activate, decision_thresh
 
 MODES = ('mean', 'gmean', 'max')
 _CLASSIFIERS = ('multiclass', 'multilabel')  # the kinds whose outputs are probabilities, with an accuracy and an NLL
@@ -222,8 +222,7 @@ class TTACallback(Callback):
         if not hasattr(self.learn, 'pred'): return
         # activated where the model ran (a batch on the GPU), in float32 even from a half-precision model
         out = to_float(self.pred)
-        if self.probs_in is None and isinstance(out, torch.Tensor):  # a model's last layer is the same in every pass
-            self.probs_in = _outputs_are_probs(self.learn.model, self.activation, out)
+        self.probs_in = _probs_in(self.probs_in, self.learn, self.activation, out)  # the same model in every pass
         probs = to_detach(activate(self.learn, out, activation=self.activation, probs_in=self.probs_in)[0]).float()
         if probs.ndim > 2 and not self.spatial:
             raise ValueError(f"TTA averages one row of class probabilities (or regression outputs) per item, shape "

@@ -13,7 +13,7 @@ from fastai.callback.core import Callback, TrainEvalCallback
 
 from .core import as_probs, by_rows, TINY
 from .loaders import every_item_dl
-from .preds import _outputs_are_probs, activate, stock_get_preds
+from .preds import _probs_in, activate, stock_get_preds
 from .activations import activation_for
 from .passes import PassProgress, own_bars
 
@@ -172,8 +172,7 @@ class _MCDropout(Callback):
         for i in range(self.n):
             out = self.pred if i == 0 else self.model(*self.xb)  # fastai's own forward pass is the first
             out = out.float()
-            if self.probs_in is None:  # whether the outputs are probabilities already: seen on the first pass
-                self.probs_in = _outputs_are_probs(self.learn.model, self.activation, out)
+            self.probs_in = _probs_in(self.probs_in, self.learn, self.activation, out)  # seen on the first pass
             p = activate(self.learn, out, activation=self.activation, probs_in=self.probs_in)[0].double()
             if multilabel and p.ndim == 1: p = p[:, None]
             terms = (p, p * p, _nats(p, multilabel))

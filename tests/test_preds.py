@@ -295,8 +295,8 @@ def test_outputs_that_are_probabilities_are_seen_on_the_first_batch(digits_array
         if use in ('memory', 'streaming'):
             kw = dict(streaming=True, k=360) if use == 'streaming' else {}
             it = fastinterp.ClassificationInterpretation.from_learner(learn, progress=False, **kw)
-            p = it.probs if use == 'memory' else it.stats.compute()['top']['loss']['probs']
-            ref = out if use == 'memory' else out[it.stats.compute()['top']['loss']['idx']]
+            kept = None if use == 'memory' else it.stats.compute()['top']['loss']
+            p, ref = (it.probs, out) if use == 'memory' else (kept['probs'], out[kept['idx']])
         elif use == 'tta':
             p, _ = learn.tta(n=2, batch_tfms=lambda b: b, progress=False)  # no change: the passes equal the outputs
             ref = out
