@@ -125,7 +125,8 @@ def measure(case, n, fixed_malloc=False):
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 def slope(xs, ys):
-    return math.log(ys[-1] / ys[0]) / math.log(xs[-1] / xs[0]) if ys[0] > 0 and ys[-1] > 0 else float('nan')
+    if len(xs) < 2 or not (ys[0] > 0 and ys[-1] > 0): return float('nan')  # one size (--sizes 10000): no slope
+    return math.log(ys[-1] / ys[0]) / math.log(xs[-1] / xs[0])
 
 def main():
     p = argparse.ArgumentParser()
