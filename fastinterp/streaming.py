@@ -80,7 +80,7 @@ class StreamingCallback(Callback):
         self.kind = self.activation and self.activation.kind
         self.thresh = decision_thresh(self.learn, self.activation)
         self.idxs, self.real = _dataset_idxs(self.learn.dl)
-        self.stats, self.seen, self.start, self.probs_in = None, 0, time.perf_counter(), None
+        self.stats, self.seen, self.added, self.start, self.probs_in = None, 0, 0, time.perf_counter(), None
         self.labelled = None
 
     def after_batch(self):
@@ -114,7 +114,8 @@ class StreamingCallback(Callback):
             targs, losses, decoded = (None if t is None else t[real] for t in (targs, losses, decoded))
         if self.stats is None: self.stats = StreamingStats(probs.shape[1], self.k, self.n_bins, self.measures)
         self.stats._add_batch(probs, targs, losses, idxs, decoded, made)
-        self.items_per_s = self.stats.n / (time.perf_counter() - self.start)
+        self.added += len(probs)  # stats.n, counted here: no tensor read per batch
+        self.items_per_s = self.added / (time.perf_counter() - self.start)
         pbar = getattr(getattr(self.learn, 'progress', None), 'pbar', None)
         if pbar is not None: pbar.comment = f'{self.items_per_s:,.0f} items/s'
 

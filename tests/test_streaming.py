@@ -19,7 +19,7 @@ from fastinterp.loaders import _dataset_idxs
 from fastinterp import stats
 from fastinterp.stats import StreamingStats, _bound, _score
 from fastinterp.streaming import StreamingCallback
-from fastinterp.uncertainty import MEASURES
+from fastinterp.uncertainty import MEASURES, _margin_of
 from fastinterp.calibration import calibration_bins, calibration_metrics, brier, nll
 from fastinterp.data import digits_learner
 from conftest import plain_learner, fit_quietly, raw_outputs
@@ -157,6 +157,13 @@ def test_slack_covers_rows_that_sum_to_1_only_within_the_tolerance(c):
     for name, o in over.items(): assert o <= stats._SLACK[name], (name, o)
     if c == 2: assert over['margin'] > 0.5 * ROW_TOL and over['uniform_distance'] > 0.5 * ROW_TOL  # the slack is needed
 
+def test_the_margin_of_a_held_block_is_scored_in_place_and_the_block_given_back():
+    "Every row of a held block: its maxima taken out for the margin and put back, bit for bit, the margin unchanged"
+    probs = tied_data()[0]
+    block = probs.clone()
+    got = _margin_of(block, *block.max(1), put_back=True)
+    assert torch.equal(block, probs) and torch.equal(got, MEASURES['margin'](probs))
+
 def test_a_loop_that_reuses_its_batch_tensors(hold):
     "Batches held back are copies: a loop writing the next batch into the same tensors changes none of the figures"
     probs, targs, losses = tied_data()
@@ -267,6 +274,12 @@ def test_bad_setups_and_merges():
     a, b = StreamingStats(C).update(p[:50], t[:50], l[:50]), StreamingStats(C).update(p[50:100], t[50:100], l[50:100])
     with pytest.raises(ValueError, match='same item index was streamed twice'): a.merge(b)
     with pytest.raises(RuntimeError, match='torch.distributed to be initialized'): a.sync()
+
+def test_the_same_index_twice_in_a_first_block(hold):
+    "A collector's first block, whose candidates are taken alone (nothing kept to merge them with), is checked too"
+    p, t, l = tied_data()
+    with pytest.raises(ValueError, match='same item index was streamed twice'):
+        StreamingStats(C, k=3).update(p[:60], t[:60], l[:60], idxs=[7] * 60).compute()
 
 # --- on a fastai learner: equal to the in-memory interpretation
 @pytest.fixture(scope='module')
