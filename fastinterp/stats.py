@@ -185,9 +185,9 @@ def _compute(state):
 def _gather_top(kept, k, group=None):
     "The top `k` of every rank's kept items: each sends `k` rows (padded with index -1, dropped again), shapes alike"
     pad = k - len(kept['idx'])
+    padded = lambda v: torch.cat([v, v.new_full((pad, *v.shape[1:]), -1)])
     # in _FIELDS' order on every rank, whatever order a rank's dict has: one collective after the other, alike
-    per_field = {f: all_gather(torch.cat([v, v.new_full((pad, *v.shape[1:]), -1)]), group)
-                 for f, v in ((f, kept[f]) for f in _FIELDS)}
+    per_field = {f: all_gather(padded(kept[f]), group) for f in _FIELDS}
     res = _no_items(kept['probs'].shape[1], kept['probs'].device)
     for r in range(dist.get_world_size(group)):
         real = per_field['idx'][r] >= 0
