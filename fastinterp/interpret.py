@@ -20,7 +20,7 @@ from .core import _nonfinite_rows, as_classes, check_k, confusion_counts, item_n
 from .loaders import _is_distributed, every_item_dl, in_order
 from .passes import no_bar
 from .patching import hand_out
-from .preds import _probs_in, activate, decision_thresh, learner_temperature, stock_get_preds
+from .preds import _probs_in, activate, decision_thresh, learner_temperature, _frozen_get_preds
 from .streaming import StreamingCallback, _has_targets, batch_losses, stream
 from .stats import ABSTAIN_EDGES, StreamingStats
 from .uncertainty import MEASURES, mc_dropout
@@ -185,7 +185,7 @@ class ClassificationInterpretation(Views, fastai.interpret.ClassificationInterpr
         cb = _Collect(act, activation, with_loss, getattr(run, 'n', None))
         # fastai's loop, the batches written into tensors of every item as they come: no list of batches
         with learn.loss_not_reduced() if with_loss else nullcontext(), nullcontext() if progress else no_bar(learn):
-            stock_get_preds(learn, dl=run, act=noop, cbs=[cb], with_preds=False, with_targs=False, reorder=False)
+            _frozen_get_preds(learn, dl=run, act=noop, cbs=[cb], with_preds=False, with_targs=False, reorder=False)
         _warn_no_losses(learn.loss_func, cb.labelled, with_loss)
         probs, decoded, targs, losses = cb.result(order)
         return cls._from_probs(learn, dl, probs, targs, decoded, losses, act, activation and activation.kind,

@@ -15,6 +15,7 @@ from fastai.torch_core import to_detach
 
 from .activations import activation_for, _activation_for
 from .core import all_finite, sums_to_one
+from .passes import gc_frozen
 from .patching import add_patch, stock
 
 _warned_models = {}  # what each model was already warned about: {why: WeakSet of models}
@@ -279,7 +280,7 @@ def get_preds(self:Learner,
     >>> probs.shape, torch.allclose(probs.sum(1), torch.ones(60)), torch.equal(decoded, probs.argmax(1))
     (torch.Size([60, 3]), True, True)
     """
-    res = list(stock_get_preds(self, ds_idx=ds_idx, dl=dl, with_input=with_input, with_decoded=False,
+    res = list(_frozen_get_preds(self, ds_idx=ds_idx, dl=dl, with_input=with_input, with_decoded=False,
                                with_loss=with_loss, act=noop, inner=inner, reorder=reorder, cbs=cbs, **kwargs))
     i = 1 if with_input else 0
     if not kwargs.get('with_preds', True) or res[i] is None: return tuple(res)
@@ -347,6 +348,10 @@ def stock_get_preds(learn, *args, **kwargs):
     True
     """
     return stock(Learner, 'get_preds')(learn, *args, **kwargs)
+
+def _frozen_get_preds(learn, *args, **kwargs):
+    "`stock_get_preds` as fastinterp's passes run it: what the process held before the pass left out of the sweeps"
+    with gc_frozen(): return stock_get_preds(learn, *args, **kwargs)
 
 add_patch(Learner, 'get_preds', get_preds)
 add_patch(Learner, 'predict', predict)

@@ -23,7 +23,7 @@ from .loaders import every_item_dl, in_order
 from .passes import no_bar
 from .patching import hand_out
 from .interpret import _vocab
-from .preds import _probs_in, activate, learner_temperature, stock_get_preds
+from .preds import _probs_in, activate, learner_temperature, _frozen_get_preds
 from .streaming import _has_targets
 from .tta import output_shape
 from .uncertainty import _nats
@@ -245,7 +245,7 @@ class SegmentationInterpretation(fastai.interpret.SegmentationInterpretation):
         stats = SegmentationStats(len(vocab), n_bins, ii)
         cb = _Count(stats, act, activation)
         with nullcontext() if progress else no_bar(learn):
-            stock_get_preds(learn, dl=run, act=noop, cbs=[cb], with_preds=False, with_targs=False, reorder=False)
+            _frozen_get_preds(learn, dl=run, act=noop, cbs=[cb], with_preds=False, with_targs=False, reorder=False)
         res = stats.compute()
         if order is not None: res = _reorder(res, torch.as_tensor(list(order)).argsort())
         return cls(learn, dl, res, vocab, act, ii, n_bins)

@@ -16,7 +16,8 @@ from .core import as_classes, check_finite, class_targets, output_kind
 from .distributed import cpu_broadcast
 from .loaders import _dataset_idxs, _is_distributed, in_order
 from .passes import no_bar
-from .preds import _probs_in, activate, decision_thresh, learner_temperature, per_item_loss, stock_get_preds
+from .preds import (_frozen_get_preds, _probs_in, activate, decision_thresh, learner_temperature,
+                    per_item_loss)
 from .stats import StreamingStats
 from .uncertainty import MEASURES
 
@@ -147,6 +148,6 @@ def stream(learn, # The Learner to predict with
     with learn.loss_not_reduced() if cb.with_loss else nullcontext(), nullcontext() if progress else no_bar(learn), \
             cpu_broadcast():
         # a DistributedDL is in data set order already, and `reorder` would rebuild it without its rank
-        stock_get_preds(learn, dl=dl, act=noop, cbs=[cb], with_preds=False, with_targs=False,
+        _frozen_get_preds(learn, dl=dl, act=noop, cbs=[cb], with_preds=False, with_targs=False,
                         reorder=not (distributed or ordered))
     return cb.stats

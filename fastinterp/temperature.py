@@ -12,7 +12,7 @@ from .activations import activation_for
 from .calibration import calibration_metrics, fit_temperature
 from .core import check_finite
 from .patching import add_patch
-from .preds import stock_get_preds, tempered, thresh_at
+from .preds import _frozen_get_preds, tempered, thresh_at
 
 def _scalable(learn):
     "The loss's registry record, if temperature scaling applies to its model's outputs; else a clear error"
@@ -57,7 +57,7 @@ def calibrate(self:Learner,
     >>> learn.temperature = None  # the model's own probabilities again
     """
     activation = _scalable(self)
-    out, targs = stock_get_preds(self, ds_idx=ds_idx, dl=dl, act=noop)[:2]
+    out, targs = _frozen_get_preds(self, ds_idx=ds_idx, dl=dl, act=noop)[:2]
     if not isinstance(targs, torch.Tensor) or not targs.numel():
         raise ValueError("calibrate needs targets, and this DataLoader is unlabelled: "
                          "pass a labelled held-out DataLoader")

@@ -17,7 +17,7 @@ from fastai.torch_core import to_detach, to_float, to_concat, detuplify, nested_
 from .activations import activation_for
 from .core import TINY, bincount, class_targets, iou_from_confusion, item_nll, loss_ignore_index
 from .loaders import _is_distributed, dataset_order, every_item_dl
-from .passes import PassProgress, own_bars
+from .passes import PassProgress, gc_frozen, own_bars
 from .patching import add_patch
 from .preds import _probs_in, activate, decision_thresh
 
@@ -324,7 +324,7 @@ def _training_pipeline(tfms):
 
 def _run_pass(learn, dl, cbs, split_idx):
     with (dl.dataset.set_split_idx(split_idx) if split_idx is not None else nullcontext()):
-        with learn.validation_context(cbs=cbs, inner=True): learn._do_epoch_validate(dl=dl)
+        with learn.validation_context(cbs=cbs, inner=True), gc_frozen(): learn._do_epoch_validate(dl=dl)
 
 def tta(self:Learner,
         ds_idx:int=1, # `DataLoader` to use if `dl` is None. 0: train. 1: valid

@@ -13,7 +13,7 @@ from fastai.callback.core import Callback, TrainEvalCallback
 
 from .core import as_probs, by_rows, TINY
 from .loaders import every_item_dl
-from .preds import _probs_in, activate, stock_get_preds
+from .preds import _probs_in, activate, _frozen_get_preds
 from .activations import activation_for
 from .passes import PassProgress, own_bars
 
@@ -224,7 +224,7 @@ def mc_dropout(learn, # A classifier whose model has dropout layers
     bar = [PassProgress(f'MC dropout: {n} passes per batch')] if progress and hasattr(learn, 'progress') else []
     with (torch.random.fork_rng() if seed is not None else contextlib.nullcontext()), own_bars(learn):
         if seed is not None: torch.manual_seed(seed)
-        try: res = stock_get_preds(learn, dl=dl, act=noop, with_preds=False, reorder=False, cbs=[cb] + bar)
+        try: res = _frozen_get_preds(learn, dl=dl, act=noop, with_preds=False, reorder=False, cbs=[cb] + bar)
         finally:
             for m in drops: m.eval()
     probs, mi, var = (torch.cat(x) for x in zip(*cb.res))

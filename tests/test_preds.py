@@ -1,5 +1,5 @@
 "`get_preds` and `predict` return probabilities and classes on real learners, whatever the loss"
-import functools, warnings
+import functools, gc, warnings
 import pytest, torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -306,3 +306,68 @@ def test_outputs_that_are_probabilities_are_seen_on_the_first_batch(digits_array
     # exp() of the outputs on any batch would not sum to 1: each batch kept them as the probabilities
     torch.testing.assert_close(p.sum(1), torch.ones(len(p)), atol=1e-5, rtol=0)
     if ref is not None: torch.testing.assert_close(p, ref, atol=1e-6, rtol=1e-5)
+
+# --- inference passes keep what the process held before them out of the garbage collector's sweeps (gc.freeze)
+class _SeesFreeze(Callback):
+    "Records, at each validation batch, how many objects are frozen out of the collector's sweeps"
+    def before_validate(self): self.frozen = []
+    def after_batch(self):
+        if not self.training: self.frozen.append(gc.get_freeze_count())
+
+def _freeze_of(learn, run):
+    "What `_SeesFreeze` sees at each validation batch of `run()` on `learn`, and the freeze count after it"
+    cb = _SeesFreeze()
+    with learn.added_cbs([cb]): run()
+    return cb.frozen, gc.get_freeze_count()
+
+@pytest.fixture(scope='module')
+def digits_mlp(digits_arrays):
+    X, y = digits_arrays
+    model = plain_learner(X, y, nn.CrossEntropyLoss(), 10)
+    model.model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Dropout(0.2), nn.Linear(32, 10))
+    return fit_quietly(model)
+
+def test_every_inference_pass_runs_with_the_objects_before_it_frozen(digits_mlp):
+    from fastinterp import ClassificationInterpretation
+    learn, noise = digits_mlp, lambda b: (b[0] + 0.05 * torch.randn_like(b[0]), *b[1:])
+    assert gc.get_freeze_count() == 0
+    runs = {'get_preds': lambda: learn.get_preds(),
+            'in memory': lambda: ClassificationInterpretation.from_learner(learn, progress=False),
+            'streamed': lambda: ClassificationInterpretation.from_learner(learn, streaming=True, progress=False),
+            'tta': lambda: learn.tta(n=2, batch_tfms=noise, progress=False),
+            'calibrate': lambda: learn.calibrate(quiet=True),
+            'mc_dropout': lambda: mc_dropout(learn, n=2, progress=False)}
+    for what, run in runs.items():
+        frozen, after = _freeze_of(learn, run)
+        assert frozen and all(f > 1000 for f in frozen), what  # torch's and fastai's objects, at least
+        assert after == 0, what  # and given back to the collector after the pass
+    learn.temperature = None
+
+def test_a_freeze_made_outside_is_left_as_it_is(digits_mlp):
+    from fastinterp.passes import gc_frozen
+    gc.freeze()
+    try:
+        before = gc.get_freeze_count()
+        frozen, after = _freeze_of(digits_mlp, digits_mlp.get_preds)
+        # nothing more frozen (objects only leave the frozen ones as they are freed), nothing thawed
+        assert frozen and max(frozen) <= before and 0.9 * before < after <= before
+    finally: gc.unfreeze()
+    gc.disable()  # the collector off: it sweeps nothing, so nothing is frozen
+    try:
+        with gc_frozen(): assert gc.get_freeze_count() == 0
+    finally: gc.enable()
+
+def test_a_pass_that_fails_gives_the_objects_back_and_cycles_made_in_a_pass_are_collected(digits_mlp):
+    import weakref
+    class Node: pass
+    seen = []
+    class Fails(Callback):
+        def after_batch(self):
+            a, b = Node(), Node(); a.b, b.a = b, a  # a cycle, garbage once this returns
+            seen.append(weakref.ref(a))
+            if len(seen) == 2:
+                gc.collect()  # a full collection during the pass: the first batch's cycle is gone
+                assert seen[0]() is None and gc.get_freeze_count() > 0
+                raise RuntimeError('a callback fails')
+    with pytest.raises(RuntimeError, match='a callback fails'): digits_mlp.get_preds(cbs=[Fails()])
+    assert gc.get_freeze_count() == 0

@@ -302,3 +302,13 @@ def test_report_refuses_masks_it_cannot_read(seg, masks_path, tmp_path, capsys):
     with pytest.raises(SystemExit) as e: main(['report', str(tmp_path/'seg.pkl'), str(tmp_path/'missing'), '--out',
                                                 str(tmp_path/'rep')])
     assert e.value.code == 1 and 'have no mask of the same name' in capsys.readouterr().err
+
+def test_the_pass_runs_with_the_objects_before_it_frozen(seg):
+    "As every inference pass: what the process held before it is kept out of the collector's sweeps, then given back"
+    import gc
+    from fastai.callback.core import Callback
+    frozen = []
+    class Sees(Callback):
+        def after_batch(self): frozen.append(gc.get_freeze_count())
+    with seg.added_cbs([Sees()]): SegmentationInterpretation.from_learner(seg, progress=False)
+    assert frozen and min(frozen) > 1000 and gc.get_freeze_count() == 0
