@@ -1,4 +1,5 @@
-"Inference passes through fastai's loop: progress bars that name each pass, and fastai's own bar hidden or not"
+"""Inference passes through fastai's loop: progress bars that name each pass, fastai's own bar hidden or not, and the
+objects held before a pass kept out of the garbage collector's sweeps"""
 
 __all__ = ['PassProgress', 'own_bars', 'no_bar', 'gc_frozen']
 
@@ -57,10 +58,11 @@ def gc_frozen():
     """The objects the process holds when a pass starts kept out of the garbage collector's sweeps until it ends
     (`gc.freeze`), the objects the pass makes collected as ever
 
-    Python runs a full collection, which visits every object the process holds, each time enough objects have outlived
-    two young collections; fastai's loop makes such objects batch after batch (freed soon after by their reference
-    counts), so a pass over 100,000 items ran one, and a pass over 1,000,000 items a dozen: some 140 ms each with torch
-    and fastai loaded, a quarter of the pass, and none freed anything. Frozen, those objects are not visited; cycles the
+    Python runs a full collection, which visits every object the process holds, each time the objects that outlived
+    the two young generations since the last one reach a quarter of the old generation; fastai's loop makes such
+    objects batch after batch (freed soon after by their reference counts), so a pass over 100,000 items ran one and a
+    pass over 1,000,000 items a dozen: some 140 ms each with torch and fastai loaded, a quarter of the pass, and none
+    freed anything. Frozen, those objects are not visited; cycles the
     pass leaves among its own objects are still collected, and garbage among the frozen ones waits for the end of the
     pass. Nothing is done where the collector is off or objects are frozen already (by the caller, or an outer pass),
     so a freeze made outside is never undone here.
