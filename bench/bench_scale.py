@@ -2,12 +2,13 @@
 
 A plain-PyTorch learner (a linear model, 8 features, C = 100 classes, nn.CrossEntropyLoss) over a fastai
 DataLoader of N synthetic items, for N = 10,000 / 100,000 / 1,000,000 (--sizes). Each case runs in a fresh process:
-- bare: a `torch.no_grad()` loop of the model over the same batches (the limit: data loading and the forward pass)
+- bare: a `torch.no_grad()` loop of the model over the same batches (the limit: data loading and the forward pass),
+  under `gc_frozen` as fastinterp's passes are (Python's full sweeps of every object would add a quarter at 1,000,000)
 - stock: stock fastai's `get_preds` on the same loader (probabilities, targets, losses)
 - memory: `ClassificationInterpretation.from_learner`, then each view in turn (top_losses, most_uncertain,
   confusion_matrix, most_confused, per_class, most_correct, most_incorrect, calibration, to_df)
 - streaming: `from_learner(streaming=True)`, then its views
-- stats: `StreamingStats` updated in a user's own loop over the same batches (a torch DataLoader)
+- stats: `StreamingStats` updated in a user's own loop over the same batches (a torch DataLoader), under `gc_frozen`
 Memory is the rise of the process's peak RSS (VmHWM, reset through /proc/self/clear_refs before each step) over its
 RSS before the build, so torch's C allocations count (tracemalloc does not see them). Time is wall time, median of
 --runs runs per N (views: median of their repeats in one process). Slope: log-log over the smallest and largest N.
@@ -70,13 +71,14 @@ def child(case, n):
     torch.set_num_threads(2)
     import fastinterp
     from fastinterp import ClassificationInterpretation, StreamingStats
+    from fastinterp.passes import gc_frozen
     learn = learner(n)
     dl = learn.dls.valid
     learn.model.eval()
     out = {}
     if case == 'bare':
         def run():
-            with torch.no_grad():
+            with torch.no_grad(), gc_frozen():  # as fastinterp's passes: no full sweeps of the process's objects
                 for xb, yb in dl: learn.model(xb)
     elif case == 'stock':
         fastinterp.unpatch()
@@ -89,7 +91,7 @@ def child(case, n):
     elif case == 'stats':
         def run():
             stats, start = StreamingStats(C, k=100), 0
-            with torch.no_grad():
+            with torch.no_grad(), gc_frozen():  # as the README suggests for a long loop of your own
                 # a torch DataLoader of the same batches: fastai's would list every index at each pass
                 for xb, yb in torch.utils.data.DataLoader(dl.dataset, batch_size=BS):
                     out = learn.model(xb)
