@@ -60,12 +60,12 @@ def gc_frozen():
 
     Python runs a full collection, which visits every object the process holds, each time the objects that outlived
     the two young generations since the last one reach a quarter of the old generation; fastai's loop makes such
-    objects batch after batch (freed soon after by their reference counts), so a pass over 100,000 items ran one and a
-    pass over 1,000,000 items a dozen: some 140 ms each with torch and fastai loaded, a quarter of the pass, and none
-    freed anything. Frozen, those objects are not visited; cycles the
-    pass leaves among its own objects are still collected, and garbage among the frozen ones waits for the end of the
-    pass. Nothing is done where the collector is off or objects are frozen already (by the caller, or an outer pass),
-    so a freeze made outside is never undone here.
+    objects batch after batch (freed soon after by their reference counts), so a pass over 100,000 items of the scale
+    bench ran one and a pass over 1,000,000 items a dozen: some 140 ms each with torch and fastai loaded, a quarter of
+    the pass, and none freed anything. Frozen, those objects are not visited; cycles the pass leaves among its own
+    objects are still collected, and garbage among the frozen ones waits for the end of the pass. Nothing is done where
+    the collector is off or objects are frozen already (by the caller, or an outer pass), so a freeze made outside is
+    never undone here.
 
     >>> import gc
     >>> with gc_frozen(): inside = gc.get_freeze_count() > 0
