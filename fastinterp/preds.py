@@ -281,7 +281,7 @@ def get_preds(self:Learner,
     (torch.Size([60, 3]), True, True)
     """
     res = list(_frozen_get_preds(self, ds_idx=ds_idx, dl=dl, with_input=with_input, with_decoded=False,
-                               with_loss=with_loss, act=noop, inner=inner, reorder=reorder, cbs=cbs, **kwargs))
+                                 with_loss=with_loss, act=noop, inner=inner, reorder=reorder, cbs=cbs, **kwargs))
     i = 1 if with_input else 0
     if not kwargs.get('with_preds', True) or res[i] is None: return tuple(res)
     raw = res[i]

@@ -149,5 +149,5 @@ def stream(learn, # The Learner to predict with
             cpu_broadcast():
         # a DistributedDL is in data set order already, and `reorder` would rebuild it without its rank
         _frozen_get_preds(learn, dl=dl, act=noop, cbs=[cb], with_preds=False, with_targs=False,
-                        reorder=not (distributed or ordered))
+                          reorder=not (distributed or ordered))
     return cb.stats

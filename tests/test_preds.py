@@ -309,8 +309,8 @@ def test_outputs_that_are_probabilities_are_seen_on_the_first_batch(digits_array
 
 # --- inference passes keep what the process held before them out of the garbage collector's sweeps (gc.freeze)
 class _SeesFreeze(Callback):
-    "Records, at each validation batch, how many objects are frozen out of the collector's sweeps"
-    def before_validate(self): self.frozen = []
+    "Records, at each validation batch of every pass it sees, how many objects are frozen out of the collector's sweeps"
+    def __init__(self): self.frozen = []
     def after_batch(self):
         if not self.training: self.frozen.append(gc.get_freeze_count())
 
@@ -323,9 +323,9 @@ def _freeze_of(learn, run):
 @pytest.fixture(scope='module')
 def digits_mlp(digits_arrays):
     X, y = digits_arrays
-    model = plain_learner(X, y, nn.CrossEntropyLoss(), 10)
-    model.model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Dropout(0.2), nn.Linear(32, 10))
-    return fit_quietly(model)
+    learn = plain_learner(X, y, nn.CrossEntropyLoss(), 10)
+    learn.model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Dropout(0.2), nn.Linear(32, 10))  # for MC dropout
+    return fit_quietly(learn)
 
 def test_every_inference_pass_runs_with_the_objects_before_it_frozen(digits_mlp):
     from fastinterp import ClassificationInterpretation
