@@ -16,8 +16,7 @@ from .core import as_classes, check_finite, class_targets, output_kind
 from .distributed import cpu_broadcast
 from .loaders import _dataset_idxs, _is_distributed, in_order
 from .passes import no_bar
-from .preds import (_frozen_get_preds, _probs_in, activate, decision_thresh, learner_temperature,
-                    per_item_loss)
+from .preds import _frozen_get_preds, _probs_in, activate, decision_thresh, learner_temperature, per_item_loss
 from .stats import StreamingStats
 from .uncertainty import MEASURES
 
